@@ -1,0 +1,102 @@
+"""The ``ae-lightning`` command: LightningCLI (fit | validate | test | predict) in model subclass mode, plus
+``compare`` (the side-by-side suite runner).
+
+    ae-lightning fit --model ContractiveAutoencoder --data.name fashion_mnist --trainer.max_epochs 5
+    ae-lightning fit --config experiments/configs/model/vae.yaml --config experiments/configs/trainer/cpu.yaml
+
+The model's ``input_shape`` is linked from ``data.image_shape``, so it is never set twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from ae_lightning.data import ImageDataModule
+from ae_lightning.errors import ConfigError, DataNotFoundError
+from ae_lightning.variants import AutoencoderBase
+
+USER_ERRORS = (ConfigError, DataNotFoundError)
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """Write to a temporary file beside ``path`` and rename it: a kill mid-write never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes what ``predict`` computed to one file, loadable with ``torch.load(path, weights_only=True)``:
+
+    ``{"codes": float [N, latent_dim], "reconstructions": float [N, C, H, W], "labels": int64 [N],
+    "variant": str, "dataset": str, "split": str}``.
+
+    ``path`` defaults to ``<log dir>/predictions.pt``. Under DDP each rank writes ``…rank<r>.pt`` holding samples
+    r, r + W, r + 2W, … of the split (W = world size).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if not predictions:
+            return
+        merged = {key: torch.cat([p[key].detach().cpu() for p in predictions]) for key in predictions[0]}
+        datamodule = trainer.datamodule
+        merged.update(variant=type(pl_module).__name__, dataset=getattr(datamodule, "name", "unknown"),
+                      split=getattr(datamodule, "predict_split", "unknown"))
+        path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.pt")
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        atomic_torch_save(merged, path)
+        self.written_path = path
+
+
+class AutoencoderCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.image_shape", "model.init_args.input_shape", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
+    return AutoencoderCLI(
+        AutoencoderBase,
+        ImageDataModule,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        trainer_defaults={
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["compare"]:
+            from ae_lightning.runner import main as compare_main
+
+            compare_main(argv[1:])
+        else:
+            run_cli(argv)
+    except USER_ERRORS as err:
+        print(f"ae-lightning: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

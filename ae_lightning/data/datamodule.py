@@ -1,0 +1,182 @@
+"""ImageDataModule: MNIST, Fashion-MNIST and CIFAR-10 for every variant, with optional corruption.
+
+The splits fit in memory, so each is decoded once into a uint8 tensor and batches are taken by index slicing with
+a seeded permutation per epoch: no per-sample Python, no collate, no worker processes. Conversion to float and the
+training corruption happen in ``on_after_batch_transfer``, on whatever device the batch is on.
+
+Every batch is a :class:`Batch` (clean image, corrupted image, label). Training corruption is drawn fresh every
+step; validation and test corruption is drawn once in ``setup`` from a CPU generator seeded by ``seed``, so the
+same seed gives the same corrupted images in every run, for every variant, batch size and device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from ae_lightning.data import sources
+from ae_lightning.data.corruption import Noise
+from ae_lightning.errors import ConfigError
+
+
+class Batch(NamedTuple):
+    clean: Tensor  # x, float in [0, 1] after transfer (uint8 while in the loader)
+    noisy: Tensor | None  # x̃, the corrupted view (None in the loader until drawn; equals clean without noise)
+    label: Tensor
+
+
+class Split(NamedTuple):
+    images: Tensor  # uint8 [N, C, H, W]
+    labels: Tensor  # int64 [N]
+    noisy: Tensor | None  # float [N, C, H, W]: fixed evaluation corruption, None for train
+
+
+class EpochPermutation:
+    """Indices of this rank's share of an epoch: a seeded permutation per epoch (Lightning calls ``set_epoch``,
+    and restores the epoch on resume, so the order of any epoch can be recovered)."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world_size = size, shuffle, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> Tensor:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            # Training: every rank gets the same number of batches (DDP needs it), disjoint shares.
+            order = order[: self.size - self.size % self.world_size]
+        else:
+            order = torch.arange(self.size)  # evaluation: every sample exactly once over all ranks, no padding
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+class InMemoryLoader:
+    """Yields :class:`Batch` slices of a :class:`Split` in the order given by its sampler."""
+
+    batch_sampler = None  # DataLoader's attribute, read by Lightning: batches come from slicing, not a sampler
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochPermutation) -> None:
+        self.split, self.batch_size, self.sampler = split, batch_size, sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for index in self.sampler.indices().split(self.batch_size):
+            noisy = None if self.split.noisy is None else self.split.noisy[index]
+            yield Batch(self.split.images[index], noisy, self.split.labels[index])
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """One data module for all variants.
+
+    Args:
+        name: dataset, one of ``mnist``, ``fashion_mnist``, ``cifar10``.
+        root: directory in torchvision's on-disk layout (``root/MNIST/raw``, ``root/FashionMNIST/raw``,
+            ``root/cifar-10-batches-py``).
+        download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
+        batch_size: samples per batch *per device* (under DDP the global batch is ``batch_size × world size``).
+        val_size: images held out of the official train split for validation (0 allowed).
+        seed: seeds the train/val split, the per-epoch shuffles and the evaluation corruption.
+        noise: optional corruption ``{kind: gaussian|masking|salt_pepper, level: σ or ν}``.
+        predict_split: which split ``predict`` encodes: ``train``, ``val`` or ``test``.
+    """
+
+    def __init__(
+        self,
+        name: str = "fashion_mnist",
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        seed: int = 0,
+        noise: Noise | None = None,
+        predict_split: str = "test",
+    ) -> None:
+        super().__init__()
+        self.source = sources.get_source(name)
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size} must be >= 1")
+        if val_size < 0:
+            raise ConfigError(f"data.val_size={val_size} must be >= 0")
+        if predict_split not in ("train", "val", "test"):
+            raise ConfigError(f"data.predict_split={predict_split!r}; allowed: ['train', 'val', 'test']")
+        if isinstance(noise, dict):  # plain-Python use: ImageDataModule(noise={"kind": ..., "level": ...})
+            noise = Noise(**noise)
+        self.name, self.root, self.download = name, root, download
+        self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
+        self.noise, self.predict_split = noise, predict_split
+        self.splits: dict[str, Split] = {}
+        self.save_hyperparameters()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the dataset's images; linked to the model's ``input_shape`` by the CLI."""
+        return self.source.image_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    def prepare_data(self) -> None:
+        sources.ensure_files(self.name, self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = sources.load_split(self.name, self.root, train=True)
+        if self.val_size >= len(images):
+            raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        test_images, test_labels = sources.load_split(self.name, self.root, train=False)
+        self.splits = {
+            "train": Split(images[train_idx], labels[train_idx], None),
+            "val": Split(images[val_idx], labels[val_idx], self._eval_corruption(images[val_idx], offset=1)),
+            "test": Split(test_images, test_labels, self._eval_corruption(test_images, offset=2)),
+        }
+
+    def _eval_corruption(self, images: Tensor, offset: int) -> Tensor | None:
+        if self.noise is None:
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 1000 + offset)
+        return self.noise(images.float().div_(255), generator=generator)
+
+    def _loader(self, split: str, shuffle: bool) -> InMemoryLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        data = self.splits[split]
+        return InMemoryLoader(data, self.batch_size, EpochPermutation(len(data.labels), shuffle, self.seed, rank, world))
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> InMemoryLoader | list:
+        return self._loader("val", shuffle=False) if self.val_size > 0 else []
+
+    def test_dataloader(self) -> InMemoryLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> InMemoryLoader:
+        return self._loader(self.predict_split, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        return self.finish_batch(batch)
+
+    def finish_batch(self, batch: Batch) -> Batch:
+        """uint8 → float in [0, 1] and, where no fixed corruption came with the batch, fresh corruption, on the
+        batch's device."""
+        clean = batch.clean.float().div_(255) if batch.clean.dtype == torch.uint8 else batch.clean
+        noisy = batch.noisy
+        if noisy is None:
+            noisy = self.noise(clean) if self.noise is not None else clean
+        return Batch(clean, noisy, batch.label)

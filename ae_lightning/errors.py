@@ -1,0 +1,9 @@
+"""Errors a user can fix: the CLI prints their message alone (no traceback) and exits with code 2."""
+
+
+class ConfigError(ValueError):
+    """A bad option value: the message names the value, where it came from and what is allowed."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Dataset files are missing and could not be downloaded: the message says which, where, and how to fix it."""

@@ -1,0 +1,72 @@
+"""Tiny datasets written in torchvision's on-disk formats, so the real loading code runs without a network.
+
+Images are learnable: each class has a smooth prototype, each image is its class prototype plus a little noise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IDX_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def make_images(n: int, shape: tuple[int, int, int], seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    generator = torch.Generator().manual_seed(1234)  # prototypes are shared by every split
+    channels, height, width = shape
+    prototypes = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=generator), size=(height, width),
+                               mode="bilinear", align_corners=False)
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (n,), generator=generator)
+    images = prototypes[labels] + 0.05 * torch.randn(n, channels, height, width, generator=generator)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), labels.numpy().astype(np.uint8)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist_like(folder: Path, n_train: int = 600, n_test: int = 200, compress: bool = False) -> Path:
+    """IDX files as torchvision keeps them in ``root/MNIST/raw`` (or Debian's gzipped ones with compress)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for train, n, seed in ((True, n_train, 1), (False, n_test, 2)):
+        images, labels = make_images(n, (1, 28, 28), seed)
+        image_file, label_file = IDX_FILES[train]
+        write_idx(folder / image_file, images[:, 0], compress)
+        write_idx(folder / label_file, labels, compress)
+    return folder
+
+
+def write_cifar10(folder: Path, n_per_batch: int = 120, n_test: int = 200) -> Path:
+    """Pickled batches as in ``root/cifar-10-batches-py``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for seed, name in enumerate(names):
+        images, labels = make_images(n_test if name == "test_batch" else n_per_batch, (3, 32, 32), seed + 10)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images.reshape(len(images), -1), "labels": labels.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return folder
+
+
+def make_data_root(root: Path) -> Path:
+    write_mnist_like(root / "MNIST" / "raw")
+    write_mnist_like(root / "FashionMNIST" / "raw")
+    write_cifar10(root / "cifar-10-batches-py")
+    return root
