@@ -93,9 +93,21 @@ def main(argv: list[str] | None = None) -> None:
             compare_main(argv[1:])
         else:
             run_cli(argv)
-    except USER_ERRORS as err:
-        print(f"ae-lightning: error: {err}", file=sys.stderr)
+    except Exception as err:
+        user_error = find_user_error(err)
+        if user_error is None:
+            raise
+        print(f"ae-lightning: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def find_user_error(err: BaseException | None) -> BaseException | None:
+    """The ConfigError/DataNotFoundError behind ``err``: jsonargparse wraps errors raised while it instantiates."""
+    while err is not None:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":
