@@ -1,0 +1,52 @@
+"""Slow: each variant, one epoch of the real Fashion-MNIST (Debian's dataset-fashion-mnist files), through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ae_lightning import VARIANTS, ImageDataModule
+from test_cli import cli
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not DEBIAN.is_dir() and not os.environ.get("CI"),
+                       reason="needs Debian's dataset-fashion-mnist (CI installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def fashion_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fashion")
+    ImageDataModule(name="fashion_mnist", root=str(root), download=False).prepare_data()
+    return root
+
+
+def untrained_val_mse(name: str, root: Path) -> float:
+    pl.seed_everything(0)
+    dm = ImageDataModule(name="fashion_mnist", root=str(root), download=False)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return trainer.validate(VARIANTS[name](), datamodule=dm, verbose=False)[0]["val/mse"]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_one_epoch_of_real_fashion_mnist(name, fashion_root, tmp_path):
+    noise = []
+    if name == "DenoisingAutoencoder":
+        (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
+        noise = ["--config", str(tmp_path / "noise.yaml")]
+    result = cli("fit", "--model", name, "--data.name", "fashion_mnist", "--data.root", str(fashion_root), *noise,
+                 "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "runs" / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        val_mse = [float(r["val/mse"]) for r in csv.DictReader(f) if r.get("val/mse")][-1]
+    before = untrained_val_mse(name, fashion_root)
+    assert torch.isfinite(torch.tensor(val_mse))
+    assert val_mse < 0.35 * before, (val_mse, before)
+    print(f"{name}: val/mse {val_mse:.4f} after one epoch (untrained {before:.4f})")
