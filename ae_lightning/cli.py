@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         if argv[:1] == ["compare"]:
             from ae_lightning.runner import main as compare_main
 
-            compare_main(argv[1:])
+            sys.exit(compare_main(argv[1:]))
         else:
             run_cli(argv)
     except Exception as err:

@@ -116,7 +116,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.noise, self.predict_split = noise, predict_split
         self.splits: dict[str, Split] = {}
-        self.save_hyperparameters()
+        # Plain data only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["noise"])
+        self.hparams["noise"] = None if noise is None else {"kind": noise.kind, "level": noise.level}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -47,6 +47,8 @@ class AutoencoderBase(pl.LightningModule):
         learning_rate, weight_decay: AdamW settings.
     """
 
+    sigmoid_codes = False  # True where codes live in (0, 1): the battery then counts z < 0.05 as inactive
+
     def __init__(
         self,
         input_shape: Sequence[int] = (1, 28, 28),

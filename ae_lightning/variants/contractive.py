@@ -67,6 +67,7 @@ class ContractiveAutoencoder(AutoencoderBase):
         single_layer = len(linear_layers) == 1 and not any(isinstance(m, nn.Conv2d) for m in self.encoder.modules())
         if single_layer:
             self.encoder.append(nn.Sigmoid())
+        self.sigmoid_codes = single_layer
         if jacobian == "auto":
             jacobian = "closed_form" if single_layer else "estimate"
         if jacobian not in ("closed_form", "exact", "estimate"):

@@ -56,6 +56,7 @@ class SparseAutoencoder(AutoencoderBase):
         if not 1 <= self.k <= self.latent_dim:
             raise ConfigError(f"model.k={k} must be in [1, latent_dim={self.latent_dim}]")
         self.penalty = penalty
+        self.sigmoid_codes = penalty == "kl"
         self.sparsity_weight = non_negative("sparsity_weight", sparsity_weight)
         self.target_activation = target_activation
         self.encoder, self.decoder = self.make_networks()

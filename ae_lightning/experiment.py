@@ -1,0 +1,188 @@
+"""One run of a suite, in its own process: fit one (variant, seed), judge it with the evaluation battery, log to
+CSV and W&B, and write ``result.json``. The suite runner (``ae_lightning.runner``) starts one of these per run:
+
+    python -m ae_lightning.experiment RUN_DIR        # RUN_DIR/spec.json says what to run
+
+RUN_DIR afterwards holds ``result.json`` (status, error, metrics), ``metrics.csv``, ``checkpoints/``,
+``examples.pt`` (fixed test images and their reconstructions, for the report) and ``wandb/``.
+A run that finds ``checkpoints/last.ckpt`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from ae_lightning.callbacks import EpochLine, ImagePanels
+from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
+
+EXAMPLE_IMAGES = 8
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file and rename: a kill mid-write never leaves a half file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(partial, path)
+
+
+class TolerantWandbLogger(WandbLogger):
+    """A WandbLogger whose failures (no network, quota, a broken service) print one warning and switch it off,
+    instead of failing the training run."""
+
+    failed = False
+
+    def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.failed:
+            return None
+        try:
+            return getattr(super(), method)(*args, **kwargs)
+        except Exception as err:
+            self.failed = True
+            print(f"warning: W&B disabled for this run after an error in {method}: {err}", file=sys.stderr)
+            return None
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_hyperparams", params, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._guard("log_metrics", metrics, step)
+
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_image", *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._guard("after_save_checkpoint", checkpoint_callback)
+
+    def finalize(self, status: str) -> None:
+        self._guard("finalize", status)
+
+
+def wandb_run_id(suite_id: str, variant: str, seed: int) -> str:
+    """Stable per (suite, variant, seed): a resumed or requeued run continues the same W&B run."""
+    return hashlib.sha1(f"{suite_id}/{variant}/{seed}".encode()).hexdigest()[:16]
+
+
+def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogger | None:
+    settings = spec["wandb"]
+    if settings["mode"] == "disabled":
+        return None
+    try:
+        return TolerantWandbLogger(
+            project=settings["project"], entity=settings.get("entity"), group=spec["suite_id"],
+            name=f"{spec['variant']}-seed{spec['seed']}", job_type="train",
+            tags=[spec["suite_name"], spec["model"], spec["data"]["name"]],
+            id=wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"]), resume="allow",
+            mode=settings["mode"], save_dir=str(run_dir), config=spec,
+        )
+    except Exception as err:
+        print(f"warning: W&B unavailable for this run ({err}); logging to CSV only", file=sys.stderr)
+        return None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the fit: allocated CUDA memory on a GPU, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def evaluation_settings(spec: dict[str, Any]) -> EvaluationSettings:
+    settings = dict(spec["evaluation"])
+    settings["noise"] = Noise(**settings["noise"])
+    return EvaluationSettings(**settings)
+
+
+@torch.no_grad()
+def save_examples(model: AutoencoderBase, datamodule: ImageDataModule, settings: EvaluationSettings,
+                  path: Path) -> None:
+    """The first test images, their fixed corruption and the model's reconstructions of both, for the report."""
+    clean = datamodule.splits["test"].images[:EXAMPLE_IMAGES].float() / 255
+    generator = torch.Generator().manual_seed(settings.noise_seed)
+    noisy = settings.noise(clean, generator=generator)
+    model.eval()
+    examples = {"clean": clean, "noisy": noisy, "reconstruction": model(clean.to(model.device)).cpu(),
+                "denoised": model(noisy.to(model.device)).cpu()}
+    if isinstance(model, VariationalAutoencoder):
+        torch.manual_seed(0)
+        examples["samples"] = model.sample(32).cpu()
+    torch.save(examples, path)
+
+
+def run(run_dir: Path) -> dict[str, Any]:
+    spec = json.loads((run_dir / "spec.json").read_text())
+    pl.seed_everything(spec["seed"], workers=True)
+    datamodule = ImageDataModule(**{**spec["data"], "seed": spec["seed"]})
+    model = VARIANTS[spec["model"]](input_shape=datamodule.image_shape, **spec["model_args"])
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
+    wandb_logger = make_wandb_logger(spec, run_dir)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None,
+                                 save_last=True)
+    trainer = pl.Trainer(
+        **spec["trainer"], default_root_dir=str(run_dir), logger=loggers, enable_progress_bar=False,
+        callbacks=[checkpoint, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    fit_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return {}
+    metrics: dict[str, Any] = {
+        "fit/seconds": fit_seconds,
+        "fit/samples_per_s": len(datamodule.splits["train"].labels) * trainer.current_epoch / fit_seconds,
+        "fit/peak_mem_mb": peak_memory_mb(model.device),
+    }
+    best = checkpoint.best_model_path or str(last)
+    state = torch.load(best, map_location=model.device, weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    settings = evaluation_settings(spec)
+    splits = datamodule.splits
+    metrics |= evaluate(model, splits["train"].images, splits["train"].labels, splits["test"].images,
+                        splits["test"].labels, settings)
+    save_examples(model, datamodule, settings, run_dir / "examples.pt")
+    if wandb_logger is not None and not wandb_logger.failed:
+        try:
+            wandb_logger.experiment.summary.update(metrics)
+        except Exception as err:
+            print(f"warning: W&B summary not written: {err}", file=sys.stderr)
+    return {"checkpoint": Path(best).name, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+    try:
+        result = run(run_dir)
+        if not result:  # a non-zero DDP rank: rank 0 reports
+            return
+        status = {"status": "done", "error": None, **result}
+    except BaseException as err:  # noqa: BLE001 - recorded for the runner, then re-raised
+        status = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            write_json_atomic(run_dir / "result.json", status)
+        raise
+    write_json_atomic(run_dir / "result.json", status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""``ae-lightning compare SUITE.yaml``: train every (variant, seed) of a suite on identical data, judge them with
+one evaluation battery, and compare them in W&B (one group) and in a local report.
+
+Each run is its own process (``python -m ae_lightning.experiment RUN_DIR``), so a crash or an OOM in one cannot
+take down the others and W&B runs never mix. With G visible GPUs, G runs go in parallel, one per GPU (``--ddp``:
+each run on all GPUs, one after another); on the CPU one at a time (``--parallel N``: N at once). Results are
+written per run as soon as it finishes; re-running the same command with the same ``--out`` skips finished runs.
+
+Output directory::
+
+    OUT/suite.json                    the resolved suite and its id (the W&B group)
+    OUT/runs/<variant>/seed<s>/       one run: spec.json, log.txt, result.json, metrics.csv, checkpoints/, wandb/
+    OUT/summary.json, summary.csv     one record per run: variant, seed, status, error, metrics
+    OUT/report.md + *.png             the comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.errors import ConfigError
+from ae_lightning.evaluation.battery import EvaluationSettings
+from ae_lightning.experiment import write_json_atomic
+from ae_lightning.variants import VARIANTS
+
+SUITE_KEYS = {"name", "description", "data", "trainer", "seeds", "evaluation", "variants", "wandb"}
+VARIANT_KEYS = {"name", "model", "args", "data", "trainer"}
+WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+TRAINER_KEYS = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+EVALUATION_KEYS = {f.name for f in fields(EvaluationSettings)}
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")  # the last line of a traceback
+
+
+def check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}: {section!r}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+
+
+@dataclass
+class Run:
+    variant: str
+    seed: int
+    spec: dict[str, Any]
+    directory: Path
+    index: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
+    """Read, override and validate a suite file; every error names the key, the value and what is allowed."""
+    if not path.is_file():
+        raise ConfigError(f"suite file {str(path)!r} does not exist")
+    try:
+        suite = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"suite file {path} is not valid YAML: {err}") from None
+    check_keys(suite, SUITE_KEYS, f"suite {path}")
+    suite.setdefault("name", path.stem)
+    suite["data"] = dict(suite.get("data") or {})
+    suite["trainer"] = dict(suite.get("trainer") or {})
+    suite["evaluation"] = dict(suite.get("evaluation") or {})
+    suite["wandb"] = {"mode": "auto", "project": "ae-lightning", **(suite.get("wandb") or {})}
+    if overrides.epochs is not None:
+        suite["trainer"]["max_epochs"] = overrides.epochs
+    if overrides.data_root is not None:
+        suite["data"]["root"] = overrides.data_root
+    if overrides.seeds is not None:
+        suite["seeds"] = overrides.seeds
+    if overrides.wandb is not None:
+        suite["wandb"]["mode"] = overrides.wandb
+    suite.setdefault("seeds", [0])
+    if not isinstance(suite["seeds"], list) or not suite["seeds"] or not all(isinstance(s, int) for s in suite["seeds"]):
+        raise ConfigError(f"suite {path}: seeds={suite['seeds']!r} must be a non-empty list of integers")
+    check_keys(suite["trainer"], TRAINER_KEYS, f"suite {path}: trainer")
+    check_keys(suite["evaluation"], EVALUATION_KEYS, f"suite {path}: evaluation")
+    check_keys(suite["wandb"], WANDB_KEYS, f"suite {path}: wandb")
+    if suite["wandb"]["mode"] not in WANDB_MODES:
+        raise ConfigError(f"wandb.mode={suite['wandb']['mode']!r}; allowed: {list(WANDB_MODES)}")
+    variants = suite.get("variants")
+    if not variants or not isinstance(variants, list):
+        raise ConfigError(f"suite {path} has no variants: add a list under 'variants', each with a 'model' "
+                          f"(one of {sorted(VARIANTS)})")
+    names = set()
+    for number, variant in enumerate(variants):
+        where = f"suite {path}: variants[{number}]"
+        check_keys(variant, VARIANT_KEYS, where)
+        if variant.get("model") not in VARIANTS:
+            raise ConfigError(f"{where}: model={variant.get('model')!r} is not a variant; allowed: {sorted(VARIANTS)}")
+        variant.setdefault("name", variant["model"])
+        if variant["name"] in names:
+            raise ConfigError(f"{where}: name {variant['name']!r} is used twice; give each variant its own name")
+        names.add(variant["name"])
+        check_keys(variant.get("trainer") or {}, TRAINER_KEYS, f"{where}.trainer")
+        data = {**suite["data"], **(variant.get("data") or {})}
+        try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
+            datamodule = ImageDataModule(**data)
+            VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **(variant.get("args") or {}))
+        except ConfigError as err:
+            raise ConfigError(f"{where} ({variant['name']}): {err}") from None
+        except TypeError as err:
+            raise ConfigError(f"{where} ({variant['name']}): {err}") from None
+    if overrides.only:
+        unknown = sorted(set(overrides.only) - names)
+        if unknown:
+            raise ConfigError(f"--only {unknown[0]!r} is not a variant of this suite; allowed: {sorted(names)}")
+        suite["variants"] = [v for v in variants if v["name"] in overrides.only]
+    noise = suite["evaluation"].get("noise") or suite["data"].get("noise") or {"kind": "gaussian", "level": 0.3}
+    Noise(**noise)
+    suite["evaluation"]["noise"] = noise
+    return suite
+
+
+def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, gpus: int, ddp: bool) -> list[Run]:
+    runs = []
+    for variant in suite["variants"]:
+        for seed in suite["seeds"]:
+            trainer = {"accelerator": "auto", "devices": 1, **suite["trainer"], **(variant.get("trainer") or {})}
+            if ddp:
+                trainer.update(devices=-1, strategy="ddp")
+            spec = {
+                "suite_id": suite_id, "suite_name": suite["name"], "variant": variant["name"],
+                "model": variant["model"], "model_args": variant.get("args") or {}, "seed": seed,
+                "data": {**suite["data"], **(variant.get("data") or {})}, "trainer": trainer,
+                "evaluation": {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)},
+                "wandb": suite["wandb"],
+            }
+            directory = out / "runs" / variant["name"] / f"seed{seed}"
+            runs.append(Run(variant["name"], seed, spec, directory, index=len(runs) + 1))
+    return runs
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto``: online when logged in, offline otherwise (sync later with ``wandb sync``)."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
+        return os.environ["WANDB_MODE"]
+    try:
+        import wandb
+
+        logged_in = bool(os.environ.get("WANDB_API_KEY") or wandb.api.api_key)
+    except Exception:
+        logged_in = False
+    return "online" if logged_in else "offline"
+
+
+class Slots:
+    """Where runs go: one slot per visible GPU, else ``parallel`` CPU slots; each slot holds one run at a time."""
+
+    def __init__(self, gpus: int, ddp: bool, parallel: int) -> None:
+        if gpus and not ddp:
+            self.envs = [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(gpus)]
+        elif gpus:
+            self.envs = [{}]
+        else:
+            threads = str(max(1, (os.cpu_count() or 1) // parallel))
+            self.envs = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(parallel)]
+        self.free = list(range(len(self.envs)))
+
+
+def result_of(run: Run) -> dict[str, Any] | None:
+    path = run.directory / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def short_scores(metrics: dict[str, Any]) -> str:
+    keys = ("test/mse", "test/noisy_psnr", "probe/accuracy", "test/nll_iw", "fit/seconds")
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), (int, float)))
+
+
+def stream(process: subprocess.Popen, prefix: str, log_path: Path) -> None:
+    """Copy a run's output to its log file and, prefixed, to the console."""
+    with open(log_path, "a") as log:
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if line.startswith(("epoch ", "warning", "Traceback")) or EXCEPTION_LINE.match(line):
+                print(f"{prefix} {line.rstrip()}", flush=True)
+
+
+def execute(runs: list[Run], slots: Slots, total: int) -> None:
+    """Run every pending run, ``len(slots.envs)`` at a time, each in its own process."""
+    pending, active = list(runs), []
+    while pending or active:
+        while pending and slots.free:
+            run, slot = pending.pop(0), slots.free.pop(0)
+            run.directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run.directory / "spec.json", run.spec)
+            (run.directory / "result.json").unlink(missing_ok=True)
+            prefix = f"[{run.index}/{total} {run.variant} seed {run.seed}]"
+            print(f"{prefix} started ({'slot ' + str(slot)})", flush=True)
+            env = {**os.environ, **slots.envs[slot], "PYTHONUNBUFFERED": "1"}
+            process = subprocess.Popen([sys.executable, "-m", "ae_lightning.experiment", str(run.directory)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            reader = threading.Thread(target=stream, args=(process, prefix, run.directory / "log.txt"), daemon=True)
+            reader.start()
+            active.append((run, slot, process, reader, prefix, time.perf_counter()))
+        time.sleep(0.2)
+        for entry in list(active):
+            run, slot, process, reader, prefix, started = entry
+            if process.poll() is None:
+                continue
+            reader.join()
+            active.remove(entry)
+            slots.free.append(slot)
+            run.result = result_of(run) or {}
+            if process.returncode == 0 and run.result.get("status") == "done":
+                print(f"{prefix} done in {time.perf_counter() - started:.0f} s: "
+                      f"{short_scores(run.result['metrics'])}", flush=True)
+                continue
+            error = run.result.get("error") or describe_exit(process.returncode, run.directory / "log.txt")
+            run.result = {"status": "failed", "error": error}
+            write_json_atomic(run.directory / "result.json", run.result)
+            print(f"{prefix} FAILED: {error} (log: {run.directory / 'log.txt'})", flush=True)
+
+
+def describe_exit(returncode: int, log_path: Path) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
+    tail = log_path.read_text().strip().splitlines()[-1:] if log_path.is_file() else []
+    return f"exit code {returncode}" + (f": {tail[0]}" if tail else "")
+
+
+def records_of(runs: list[Run]) -> list[dict[str, Any]]:
+    records = []
+    for run in runs:
+        result = run.result or result_of(run) or {"status": "not run", "error": None}
+        records.append({"variant": run.variant, "model": run.spec["model"], "seed": run.seed,
+                        "status": result.get("status"), "error": result.get("error"),
+                        "metrics": result.get("metrics", {}), "run_dir": str(run.directory)})
+    return records
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ae-lightning compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", type=Path, help="suite YAML file, e.g. experiments/quick.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: results/<suite name>)")
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the suite's seeds")
+    parser.add_argument("--data-root", default=None, help="override data.root")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these variants (by name)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once on CPU (default 1)")
+    parser.add_argument("--ddp", action="store_true", help="with GPUs: each run on all GPUs (DDP), one after another")
+    parser.add_argument("--wandb", choices=WANDB_MODES, default=None, help="W&B mode (default: the suite's, auto)")
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ae_lightning.evaluation.report import write_report, write_wandb_summary
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    suite = load_suite(args.suite, args)
+    out = args.out or Path("results") / suite["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "suite.json").read_text()) if (out / "suite.json").is_file() else {}
+    suite_id = previous.get("suite_id") or f"{suite['name']}-{datetime.now():%Y%m%d-%H%M%S}"
+    suite["wandb"]["mode"] = resolve_wandb_mode(suite["wandb"]["mode"])
+    write_json_atomic(out / "suite.json", {"suite_id": suite_id, "suite": copy.deepcopy(suite)})
+    gpus = torch.cuda.device_count()
+    runs = plan_runs(suite, suite_id, out, gpus, args.ddp)
+    finished = [r for r in runs if (result_of(r) or {}).get("status") == "done"]
+    for run in finished:
+        print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
+    pending = [r for r in runs if r not in finished]
+    place = f"{gpus} GPU(s)" + (" with DDP" if args.ddp else "") if gpus else f"CPU, {args.parallel} at a time"
+    print(f"suite {suite['name']} ({suite_id}): {len(runs)} runs, {len(pending)} to do, on {place}; "
+          f"W&B {suite['wandb']['mode']}; results in {out}", flush=True)
+    execute(pending, Slots(gpus, args.ddp, args.parallel), len(runs))
+    records = records_of(runs)
+    write_json_atomic(out / "summary.json", records)
+    write_report(out, suite, records)
+    write_wandb_summary(out, suite, suite_id, records)
+    failed = [r for r in records if r["status"] != "done"]
+    print(f"report: {out / 'report.md'}; {len(records) - len(failed)} of {len(records)} runs done"
+          + (f", {len(failed)} failed" if failed else ""), flush=True)
+    if suite["wandb"]["mode"] == "offline":
+        print(f"W&B runs are offline; upload them with: wandb sync {out}/runs/*/*/wandb/offline-run-* "
+              f"{out}/wandb/offline-run-*", flush=True)
+    return 1 if failed else 0
+
