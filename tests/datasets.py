@@ -27,7 +27,14 @@ def make_images(n: int, shape: tuple[int, int, int], seed: int, num_classes: int
                                mode="bilinear", align_corners=False)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, num_classes, (n,), generator=generator)
-    images = prototypes[labels] + 0.05 * torch.randn(n, channels, height, width, generator=generator)
+    # each image: its class prototype plus a smooth part of its own that a code must capture, on a dark background, plus a
+    # little noise
+    own = F.interpolate(torch.rand(n, channels, 7, 7, generator=generator), size=(height, width), mode="bilinear",
+                        align_corners=False)
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    object_mask = ((rows / 0.8) ** 2 + (cols / 0.6) ** 2 <= 1).float()  # a dark background, like Fashion-MNIST's
+    images = (0.6 * prototypes[labels] + 0.5 * own) * object_mask
+    images = images + 0.03 * torch.randn(n, channels, height, width, generator=generator)
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), labels.numpy().astype(np.uint8)
 
 
@@ -65,8 +72,8 @@ def write_cifar10(folder: Path, n_per_batch: int = 120, n_test: int = 200) -> Pa
     return folder
 
 
-def make_data_root(root: Path) -> Path:
-    write_mnist_like(root / "MNIST" / "raw")
+def make_data_root(root: Path, n_train: int = 600) -> Path:
+    write_mnist_like(root / "MNIST" / "raw", n_train=n_train)
     write_mnist_like(root / "FashionMNIST" / "raw")
     write_cifar10(root / "cifar-10-batches-py")
     return root

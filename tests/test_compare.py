@@ -1,0 +1,203 @@
+"""``ae-lightning compare``: a suite of all six variants on generated data, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from ae_lightning.evaluation.battery import BATTERY_KEYS
+from datasets import write_mnist_like
+from test_cli import cli
+from wandb_records import read_run
+
+REPO = Path(__file__).resolve().parents[1]
+VAE_ONLY = {"test/elbo", "test/nll_iw", "test/active_units"}
+
+
+def suite_file(tmp_path: Path, data_root: Path, variants: list[dict], **overrides) -> Path:
+    suite = {
+        "name": "tiny",
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50,
+                 "noise": {"kind": "gaussian", "level": 0.5}},
+        "trainer": {"max_epochs": 6, "accelerator": "cpu"},
+        "seeds": [0],
+        "evaluation": {"probe_train_samples": 500, "jacobian_samples": 50, "iw_samples": 20, "iw_images": 50,
+                       "batch_size": 100},
+        "wandb": {"mode": "offline", "project": "ae-lightning-tests"},
+        "variants": variants,
+        **overrides,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+ALL_SIX = [
+    {"name": "AE", "model": "Autoencoder"},
+    {"name": "DAE", "model": "DenoisingAutoencoder"},
+    {"name": "SAE", "model": "SparseAutoencoder", "args": {"penalty": "kl", "sparsity_weight": 0.05}},
+    {"name": "DropAE", "model": "DropoutAutoencoder"},
+    {"name": "CAE", "model": "ContractiveAutoencoder", "args": {"contractive_weight": 0.001}},
+    {"name": "VAE", "model": "VariationalAutoencoder", "args": {"latent_dim": 8}},
+]
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory):
+    """The six variants plus one that cannot find its data, run once on 3000 generated MNIST-format images
+    (enough steps for the denoising AE to pull ahead of the plain AE on noisy inputs)."""
+    tmp_path = tmp_path_factory.mktemp("compare")
+    data_root = tmp_path / "data"
+    write_mnist_like(data_root / "MNIST" / "raw", n_train=3000)
+    broken = {"name": "BrokenAE", "model": "Autoencoder", "data": {"root": str(tmp_path / "no-data")}}
+    suite = suite_file(tmp_path, data_root, ALL_SIX + [broken], trainer={"max_epochs": 5, "accelerator": "cpu"})
+    out = tmp_path / "out"
+    result = cli("compare", str(suite), "--out", str(out), cwd=tmp_path, timeout=900)
+    return suite, out, result
+
+
+def test_every_variant_has_finite_battery_metrics(finished_suite):
+    _, out, result = finished_suite
+    records = {r["variant"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert set(records) == {v["name"] for v in ALL_SIX} | {"BrokenAE"}, result.stdout[-3000:]
+    for variant in ALL_SIX:
+        record = records[variant["name"]]
+        assert record["status"] == "done", record
+        expected = set(BATTERY_KEYS) - (set() if variant["name"] == "VAE" else VAE_ONLY)
+        expected |= {"fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb"}
+        assert expected <= set(record["metrics"]), (variant, set(record["metrics"]))
+        assert all(isinstance(record["metrics"][k], float) and record["metrics"][k] == record["metrics"][k]
+                   for k in expected)
+        assert record["metrics"]["probe/accuracy"] > 0.5  # codes of learnable data separate the classes
+    vae = records["VAE"]["metrics"]
+    assert vae["test/nll_iw"] > 0 and vae["test/nll_iw"] <= -vae["test/elbo"] + 1.0  # the IW bound is tighter
+    assert vae["test/active_units"] in range(0, 9)
+    # the sigmoid KL-sparse codes are mostly below 0.05; the plain AE's linear codes are not
+    assert records["SAE"]["metrics"]["test/code_sparsity"] > records["AE"]["metrics"]["test/code_sparsity"]
+
+
+def test_denoising_beats_plain_ae_on_noisy_inputs(finished_suite):
+    _, out, _ = finished_suite
+    metrics = {r["variant"]: r["metrics"] for r in json.loads((out / "summary.json").read_text())}
+    assert metrics["DAE"]["test/noisy_psnr"] > metrics["AE"]["test/noisy_psnr"] + 1.0
+
+
+def test_failing_run_is_reported_and_the_others_finish(finished_suite):
+    _, out, result = finished_suite
+    assert result.returncode == 1  # the suite went on, but says that a run failed
+    broken = next(r for r in json.loads((out / "summary.json").read_text()) if r["variant"] == "BrokenAE")
+    assert broken["status"] == "failed" and "DataNotFoundError: mnist: data files not found" in broken["error"]
+    assert "BrokenAE seed 0] FAILED" in result.stdout
+    assert "BrokenAE seed 0: failed" in (out / "report.md").read_text()
+
+
+def test_report_files(finished_suite):
+    _, out, _ = finished_suite
+    report = (out / "report.md").read_text()
+    for name in ("AE", "DAE", "SAE", "DropAE", "CAE", "VAE"):
+        assert f"| {name} |" in report
+    assert "**" in report  # best per column is marked
+    csv_lines = (out / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("variant,model,seed,status,error,test/mse") and len(csv_lines) == 8
+    for png in ("reconstructions.png", "denoising.png", "vae_samples.png", "curves.png", "metrics.png"):
+        with Image.open(out / png) as image:
+            image.verify()
+        assert f"]({png})" in report
+    with Image.open(out / "reconstructions.png") as image:
+        assert image.size[0] > 500 and image.size[1] > 300
+
+
+def test_wandb_offline_runs_hold_metrics_summary_and_media(finished_suite):
+    _, out, _ = finished_suite
+    suite_id = json.loads((out / "suite.json").read_text())["suite_id"]
+    (run_dir,) = (out / "runs" / "VAE" / "seed0" / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run["run"]["group"] == suite_id and run["run"]["job_type"] == "train" and run["run"]["name"] == "VAE-seed0"
+    logged = set().union(*run["history"])
+    assert {"train/loss", "train/recon", "train/kl", "val/loss", "val/mse"} <= logged
+    assert run["summary"]["test/nll_iw"] > 0 and "probe/accuracy" in run["summary"]
+    assert run["config"]["model"] == "VariationalAutoencoder" and run["config"]["suite_id"] == suite_id
+    media = [f for f in run["files"] if f.startswith("media/images/")]
+    assert any("reconstruction" in f for f in media) and any("prior_samples" in f for f in media)
+    assert any("codes_2d" in f for f in media) and any("interpolation" in f for f in media)
+    (summary_dir,) = (out / "wandb").glob("offline-run-*")
+    summary = read_run(summary_dir)
+    assert summary["run"]["job_type"] == "summary" and summary["run"]["group"] == suite_id
+    assert any(f.startswith("media/table/") for f in summary["files"])
+
+
+def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path):
+    suite, out, _ = finished_suite
+    ae_result = out / "runs" / "AE" / "seed0" / "result.json"
+    before = ae_result.stat().st_mtime_ns
+    (out / "runs" / "DropAE" / "seed0" / "result.json").unlink()  # as if the runner died during this run
+    result = cli("compare", str(suite), "--out", str(out), "--only", "AE", "DropAE", "CAE", cwd=tmp_path,
+                 timeout=600)
+    assert "[1/3 AE seed 0] already done, skipped" in result.stdout, result.stdout
+    assert "[3/3 CAE seed 0] already done, skipped" in result.stdout
+    assert "[2/3 DropAE seed 0] started" in result.stdout and "2 to do" not in result.stdout
+    assert ae_result.stat().st_mtime_ns == before
+    assert json.loads((out / "runs" / "DropAE" / "seed0" / "result.json").read_text())["status"] == "done"
+    assert result.returncode == 0
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"variants": []}, "has no variants"),
+    ({"variantz": []}, "unknown key 'variantz'; allowed: ['data', 'description', 'evaluation', 'name', 'seeds', "
+                       "'trainer', 'variants', 'wandb']"),
+    ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
+    ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),
+    ({"variants": [{"model": "SparseAutoencoder", "args": {"k": 0, "penalty": "topk"}}]}, "model.k=0 must be in"),
+    ({"variants": [{"model": "Autoencoder", "args": {"latent": 3}}]}, "unexpected keyword argument 'latent'"),
+    ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
+    ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
+    ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),
+])
+def test_bad_suites_are_one_clear_error(tmp_path, data_root, change, message):
+    suite = suite_file(tmp_path, data_root, [{"model": "Autoencoder"}])
+    content = yaml.safe_load(suite.read_text())
+    content.update(change)
+    suite.write_text(yaml.safe_dump(content))
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()  # nothing started
+
+
+def test_shipped_suites_are_valid(tmp_path):
+    from argparse import Namespace
+
+    from ae_lightning.runner import load_suite
+
+    overrides = Namespace(epochs=None, data_root=None, seeds=None, wandb=None, only=None)
+    suites = sorted((REPO / "experiments").glob("*.yaml"))
+    assert {s.stem for s in suites} >= {"quick", "mnist", "fashion_mnist", "cifar10"}
+    for path in suites:
+        suite = load_suite(path, overrides)
+        assert suite["variants"], path
+
+
+@pytest.mark.parametrize("suite_path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root, tmp_path):
+    """As the runner would build them (plan_runs), on generated data of the suite's dataset."""
+    from argparse import Namespace
+
+    import pytorch_lightning as pl
+
+    from ae_lightning import VARIANTS, ImageDataModule
+    from ae_lightning.runner import load_suite, plan_runs
+
+    overrides = Namespace(epochs=None, data_root=str(data_root), seeds=[0], wandb="disabled", only=None)
+    suite = load_suite(suite_path, overrides)
+    for run in plan_runs(suite, "test", tmp_path, gpus=0, ddp=False):
+        spec = run.spec
+        dm = ImageDataModule(**{**spec["data"], "val_size": 50, "download": False})
+        model = VARIANTS[spec["model"]](input_shape=dm.image_shape, **spec["model_args"])
+        trainer = pl.Trainer(**{**spec["trainer"], "accelerator": "cpu"}, fast_dev_run=1, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, datamodule=dm)
+        assert trainer.global_step == 1, run.variant
