@@ -14,6 +14,7 @@ from ae_lightning.variants import (
 
 __version__ = "0.1.0"
 __all__ = [
+    "VARIANTS",
     "Autoencoder",
     "AutoencoderBase",
     "ContractiveAutoencoder",
@@ -22,6 +23,5 @@ __all__ = [
     "ImageDataModule",
     "Noise",
     "SparseAutoencoder",
-    "VARIANTS",
     "VariationalAutoencoder",
 ]

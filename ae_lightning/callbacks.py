@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on compute nodes
-import matplotlib.pyplot as plt  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from pytorch_lightning.loggers import WandbLogger  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torchvision.utils import make_grid
 
-from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder  # noqa: E402
+from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
 
 
 class EpochLine(pl.Callback):
@@ -27,11 +28,15 @@ class EpochLine(pl.Callback):
         if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
-        shown = "  ".join(f"{key} {float(metrics[key]):.4g}" for key in ("train/loss", "val/loss", "val/mse")
-                          if key in metrics)
+        shown = "  ".join(
+            f"{key} {float(metrics[key]):.4g}" for key in ("train/loss", "val/loss", "val/mse") if key in metrics
+        )
         seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)", flush=True,
-              file=sys.stdout)
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)",
+            flush=True,
+            file=sys.stdout,
+        )
 
 
 def codes_figure(codes: torch.Tensor, labels: torch.Tensor, title: str) -> plt.Figure:
@@ -69,8 +74,16 @@ class ImagePanels(pl.Callback):
         clean = split.images[: self.num_images].to(pl_module.device).float() / 255
         noisy = clean if split.noisy is None else split.noisy[: self.num_images].to(pl_module.device)
         images = {"images/reconstruction": make_grid(torch.cat([clean, noisy, pl_module(noisy)]), nrow=len(clean))}
-        codes = torch.cat([pl_module.encode(x.to(pl_module.device).float() / 255)
-                           for x in split.images[: self.num_codes].split(500)]).float().cpu()
+        codes = (
+            torch.cat(
+                [
+                    pl_module.encode(x.to(pl_module.device).float() / 255)
+                    for x in split.images[: self.num_codes].split(500)
+                ]
+            )
+            .float()
+            .cpu()
+        )
         if isinstance(pl_module, VariationalAutoencoder):
             images["images/prior_samples"] = make_grid(pl_module.sample(64), nrow=8)
             start, end = codes[0], codes[1]
@@ -87,3 +100,36 @@ class ImagePanels(pl.Callback):
                 print(f"warning: W&B image logging failed: {err}", file=sys.stderr)
         plt.close(figure)
 
+
+class ResumeCheckpoint(pl.Callback):
+    """Keeps ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` steps and at every epoch end, so a killed
+    or preempted run loses at most that many steps. Resuming from it (``--ckpt_path …/last.ckpt``) is exact: the
+    data order, the position in the epoch and the random state are in the checkpoint. Lightning writes checkpoints
+    through an fsspec transaction (a temporary file renamed into place), so a kill mid-write leaves the previous
+    ``last.ckpt`` intact."""
+
+    def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
+        if every_n_train_steps < 1:
+            raise ConfigError(f"resume_checkpoint.every_n_train_steps={every_n_train_steps} must be >= 1")
+        self.every_n_train_steps, self.dirpath = every_n_train_steps, dirpath
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dirpath, "last.ckpt")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            best = trainer.checkpoint_callback
+            base = getattr(best, "dirpath", None) or os.path.join(
+                trainer.log_dir or trainer.default_root_dir, "checkpoints"
+            )
+            self.dirpath = base
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every_n_train_steps == 0:
+            if isinstance(pl_module, AutoencoderBase):
+                pl_module.check_finite(outputs, sync=True)  # never overwrite a good checkpoint with a broken one
+            trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizer, loops, RNG
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizer, loops, RNG

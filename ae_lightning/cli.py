@@ -17,11 +17,13 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from ae_lightning.callbacks import ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
-from ae_lightning.errors import ConfigError, DataNotFoundError
+from ae_lightning.errors import ConfigError, DataNotFoundError, NonFiniteLossError
 from ae_lightning.variants import AutoencoderBase
 
-USER_ERRORS = (ConfigError, DataNotFoundError)
+# Errors the user can act on: printed as one line (no traceback), with this exit code.
+USER_ERRORS = {ConfigError: 2, DataNotFoundError: 2, NonFiniteLossError: 3}
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
@@ -52,8 +54,11 @@ class PredictionWriter(BasePredictionWriter):
             return
         merged = {key: torch.cat([p[key].detach().cpu() for p in predictions]) for key in predictions[0]}
         datamodule = trainer.datamodule
-        merged.update(variant=type(pl_module).__name__, dataset=getattr(datamodule, "name", "unknown"),
-                      split=getattr(datamodule, "predict_split", "unknown"))
+        merged.update(
+            variant=type(pl_module).__name__,
+            dataset=getattr(datamodule, "name", "unknown"),
+            split=getattr(datamodule, "predict_split", "unknown"),
+        )
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.pt")
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
@@ -65,8 +70,38 @@ class AutoencoderCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min"})
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (which would silently switch the variant).
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        check_checkpoint(config.get("ckpt_path"), config.get("model"))
+
+
+def check_checkpoint(ckpt_path: str | None, model_config) -> None:
+    """Fail with one clear message on a missing, truncated or corrupted checkpoint, or one of another variant."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+        return
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = checkpoint["ae_lightning"]["variant"]
+    except Exception as err:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a readable ae-lightning checkpoint (truncated or "
+            f"corrupted?): {type(err).__name__}: {err}"
+        ) from None
+    asked = str(getattr(model_config, "class_path", "")).rsplit(".", 1)[-1]
+    if asked and saved != asked:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} was written by {saved}, but the model asked for is {asked}: "
+            f"use --model {saved} (or the config.yaml saved with that run)"
+        )
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
@@ -98,13 +133,13 @@ def main(argv: list[str] | None = None) -> None:
         if user_error is None:
             raise
         print(f"ae-lightning: error: {user_error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERRORS[type(user_error)])
 
 
 def find_user_error(err: BaseException | None) -> BaseException | None:
     """The ConfigError/DataNotFoundError behind ``err``: jsonargparse wraps errors raised while it instantiates."""
     while err is not None:
-        if isinstance(err, USER_ERRORS):
+        if isinstance(err, tuple(USER_ERRORS)):
             return err
         err = err.__cause__ or err.__context__
     return None

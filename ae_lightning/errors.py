@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataNotFoundError(FileNotFoundError):
     """Dataset files are missing and could not be downloaded: the message says which, where, and how to fix it."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite: training stopped; the message names the variant, step and term."""

@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from ae_lightning.callbacks import EpochLine, ImagePanels
+from ae_lightning.callbacks import EpochLine, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
 from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
@@ -84,11 +84,17 @@ def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogge
         return None
     try:
         return TolerantWandbLogger(
-            project=settings["project"], entity=settings.get("entity"), group=spec["suite_id"],
-            name=f"{spec['variant']}-seed{spec['seed']}", job_type="train",
+            project=settings["project"],
+            entity=settings.get("entity"),
+            group=spec["suite_id"],
+            name=f"{spec['variant']}-seed{spec['seed']}",
+            job_type="train",
             tags=[spec["suite_name"], spec["model"], spec["data"]["name"]],
-            id=wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"]), resume="allow",
-            mode=settings["mode"], save_dir=str(run_dir), config=spec,
+            id=wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"]),
+            resume="allow",
+            mode=settings["mode"],
+            save_dir=str(run_dir),
+            config=spec,
         )
     except Exception as err:
         print(f"warning: W&B unavailable for this run ({err}); logging to CSV only", file=sys.stderr)
@@ -109,15 +115,20 @@ def evaluation_settings(spec: dict[str, Any]) -> EvaluationSettings:
 
 
 @torch.no_grad()
-def save_examples(model: AutoencoderBase, datamodule: ImageDataModule, settings: EvaluationSettings,
-                  path: Path) -> None:
+def save_examples(
+    model: AutoencoderBase, datamodule: ImageDataModule, settings: EvaluationSettings, path: Path
+) -> None:
     """The first test images, their fixed corruption and the model's reconstructions of both, for the report."""
     clean = datamodule.splits["test"].images[:EXAMPLE_IMAGES].float() / 255
     generator = torch.Generator().manual_seed(settings.noise_seed)
     noisy = settings.noise(clean, generator=generator)
     model.eval()
-    examples = {"clean": clean, "noisy": noisy, "reconstruction": model(clean.to(model.device)).cpu(),
-                "denoised": model(noisy.to(model.device)).cpu()}
+    examples = {
+        "clean": clean,
+        "noisy": noisy,
+        "reconstruction": model(clean.to(model.device)).cpu(),
+        "denoised": model(noisy.to(model.device)).cpu(),
+    }
     if isinstance(model, VariationalAutoencoder):
         torch.manual_seed(0)
         examples["samples"] = model.sample(32).cpu()
@@ -133,10 +144,14 @@ def run(run_dir: Path) -> dict[str, Any]:
     wandb_logger = make_wandb_logger(spec, run_dir)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None,
-                                 save_last=True)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None, save_last=True
+    )
     trainer = pl.Trainer(
-        **spec["trainer"], default_root_dir=str(run_dir), logger=loggers, enable_progress_bar=False,
+        **spec["trainer"],
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        enable_progress_bar=False,
         callbacks=[checkpoint, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
     )
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -155,16 +170,21 @@ def run(run_dir: Path) -> dict[str, Any]:
     model.load_state_dict(state)
     settings = evaluation_settings(spec)
     splits = datamodule.splits
-    metrics |= evaluate(model, splits["train"].images, splits["train"].labels, splits["test"].images,
-                        splits["test"].labels, settings)
+    metrics |= evaluate(
+        model, splits["train"].images, splits["train"].labels, splits["test"].images, splits["test"].labels, settings
+    )
     save_examples(model, datamodule, settings, run_dir / "examples.pt")
     if wandb_logger is not None and not wandb_logger.failed:
         try:
             wandb_logger.experiment.summary.update(metrics)
         except Exception as err:
             print(f"warning: W&B summary not written: {err}", file=sys.stderr)
-    return {"checkpoint": Path(best).name, "epochs": trainer.current_epoch, "steps": trainer.global_step,
-            "metrics": metrics}
+    return {
+        "checkpoint": Path(best).name,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "metrics": metrics,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         if not result:  # a non-zero DDP rank: rank 0 reports
             return
         status = {"status": "done", "error": None, **result}
-    except BaseException as err:  # noqa: BLE001 - recorded for the runner, then re-raised
+    except BaseException as err:
         status = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
             write_json_atomic(run_dir / "result.json", status)

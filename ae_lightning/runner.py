@@ -41,7 +41,17 @@ from ae_lightning.evaluation.battery import EvaluationSettings
 from ae_lightning.experiment import write_json_atomic
 from ae_lightning.variants import VARIANTS
 
-SUITE_KEYS = {"name", "description", "data", "trainer", "seeds", "evaluation", "variants", "wandb"}
+SUITE_KEYS = {
+    "name",
+    "description",
+    "data",
+    "trainer",
+    "seeds",
+    "evaluation",
+    "variants",
+    "wandb",
+    "checkpoint_every_n_steps",
+}
 VARIANT_KEYS = {"name", "model", "args", "data", "trainer"}
 WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -91,7 +101,11 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
     if overrides.wandb is not None:
         suite["wandb"]["mode"] = overrides.wandb
     suite.setdefault("seeds", [0])
-    if not isinstance(suite["seeds"], list) or not suite["seeds"] or not all(isinstance(s, int) for s in suite["seeds"]):
+    if (
+        not isinstance(suite["seeds"], list)
+        or not suite["seeds"]
+        or not all(isinstance(s, int) for s in suite["seeds"])
+    ):
         raise ConfigError(f"suite {path}: seeds={suite['seeds']!r} must be a non-empty list of integers")
     check_keys(suite["trainer"], TRAINER_KEYS, f"suite {path}: trainer")
     check_keys(suite["evaluation"], EVALUATION_KEYS, f"suite {path}: evaluation")
@@ -100,8 +114,10 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"wandb.mode={suite['wandb']['mode']!r}; allowed: {list(WANDB_MODES)}")
     variants = suite.get("variants")
     if not variants or not isinstance(variants, list):
-        raise ConfigError(f"suite {path} has no variants: add a list under 'variants', each with a 'model' "
-                          f"(one of {sorted(VARIANTS)})")
+        raise ConfigError(
+            f"suite {path} has no variants: add a list under 'variants', each with a 'model' "
+            f"(one of {sorted(VARIANTS)})"
+        )
     names = set()
     for number, variant in enumerate(variants):
         where = f"suite {path}: variants[{number}]"
@@ -140,11 +156,17 @@ def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, gpus: int, ddp: b
             if ddp:
                 trainer.update(devices=-1, strategy="ddp")
             spec = {
-                "suite_id": suite_id, "suite_name": suite["name"], "variant": variant["name"],
-                "model": variant["model"], "model_args": variant.get("args") or {}, "seed": seed,
-                "data": {**suite["data"], **(variant.get("data") or {})}, "trainer": trainer,
+                "suite_id": suite_id,
+                "suite_name": suite["name"],
+                "variant": variant["name"],
+                "model": variant["model"],
+                "model_args": variant.get("args") or {},
+                "seed": seed,
+                "data": {**suite["data"], **(variant.get("data") or {})},
+                "trainer": trainer,
                 "evaluation": {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)},
                 "wandb": suite["wandb"],
+                "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", 200),
             }
             directory = out / "runs" / variant["name"] / f"seed{seed}"
             runs.append(Run(variant["name"], seed, spec, directory, index=len(runs) + 1))
@@ -217,8 +239,13 @@ def execute(runs: list[Run], slots: Slots, total: int) -> None:
             prefix = f"[{run.index}/{total} {run.variant} seed {run.seed}]"
             print(f"{prefix} started ({'slot ' + str(slot)})", flush=True)
             env = {**os.environ, **slots.envs[slot], "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen([sys.executable, "-m", "ae_lightning.experiment", str(run.directory)],
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ae_lightning.experiment", str(run.directory)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
             reader = threading.Thread(target=stream, args=(process, prefix, run.directory / "log.txt"), daemon=True)
             reader.start()
             active.append((run, slot, process, reader, prefix, time.perf_counter()))
@@ -232,8 +259,10 @@ def execute(runs: list[Run], slots: Slots, total: int) -> None:
             slots.free.append(slot)
             run.result = result_of(run) or {}
             if process.returncode == 0 and run.result.get("status") == "done":
-                print(f"{prefix} done in {time.perf_counter() - started:.0f} s: "
-                      f"{short_scores(run.result['metrics'])}", flush=True)
+                print(
+                    f"{prefix} done in {time.perf_counter() - started:.0f} s: {short_scores(run.result['metrics'])}",
+                    flush=True,
+                )
                 continue
             error = run.result.get("error") or describe_exit(process.returncode, run.directory / "log.txt")
             run.result = {"status": "failed", "error": error}
@@ -252,9 +281,17 @@ def records_of(runs: list[Run]) -> list[dict[str, Any]]:
     records = []
     for run in runs:
         result = run.result or result_of(run) or {"status": "not run", "error": None}
-        records.append({"variant": run.variant, "model": run.spec["model"], "seed": run.seed,
-                        "status": result.get("status"), "error": result.get("error"),
-                        "metrics": result.get("metrics", {}), "run_dir": str(run.directory)})
+        records.append(
+            {
+                "variant": run.variant,
+                "model": run.spec["model"],
+                "seed": run.seed,
+                "status": result.get("status"),
+                "error": result.get("error"),
+                "metrics": result.get("metrics", {}),
+                "run_dir": str(run.directory),
+            }
+        )
     return records
 
 
@@ -295,18 +332,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
     pending = [r for r in runs if r not in finished]
     place = f"{gpus} GPU(s)" + (" with DDP" if args.ddp else "") if gpus else f"CPU, {args.parallel} at a time"
-    print(f"suite {suite['name']} ({suite_id}): {len(runs)} runs, {len(pending)} to do, on {place}; "
-          f"W&B {suite['wandb']['mode']}; results in {out}", flush=True)
+    print(
+        f"suite {suite['name']} ({suite_id}): {len(runs)} runs, {len(pending)} to do, on {place}; "
+        f"W&B {suite['wandb']['mode']}; results in {out}",
+        flush=True,
+    )
     execute(pending, Slots(gpus, args.ddp, args.parallel), len(runs))
     records = records_of(runs)
     write_json_atomic(out / "summary.json", records)
     write_report(out, suite, records)
     write_wandb_summary(out, suite, suite_id, records)
     failed = [r for r in records if r["status"] != "done"]
-    print(f"report: {out / 'report.md'}; {len(records) - len(failed)} of {len(records)} runs done"
-          + (f", {len(failed)} failed" if failed else ""), flush=True)
+    print(
+        f"report: {out / 'report.md'}; {len(records) - len(failed)} of {len(records)} runs done"
+        + (f", {len(failed)} failed" if failed else ""),
+        flush=True,
+    )
     if suite["wandb"]["mode"] == "offline":
-        print(f"W&B runs are offline; upload them with: wandb sync {out}/runs/*/*/wandb/offline-run-* "
-              f"{out}/wandb/offline-run-*", flush=True)
+        print(
+            f"W&B runs are offline; upload them with: wandb sync {out}/runs/*/*/wandb/offline-run-* "
+            f"{out}/wandb/offline-run-*",
+            flush=True,
+        )
     return 1 if failed else 0
-

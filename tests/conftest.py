@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from datasets import make_data_root  # noqa: E402
+from datasets import make_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 

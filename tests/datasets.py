@@ -23,14 +23,19 @@ IDX_FILES = {
 def make_images(n: int, shape: tuple[int, int, int], seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(1234)  # prototypes are shared by every split
     channels, height, width = shape
-    prototypes = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=generator), size=(height, width),
-                               mode="bilinear", align_corners=False)
+    prototypes = F.interpolate(
+        torch.rand(num_classes, channels, 4, 4, generator=generator),
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
+    )
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, num_classes, (n,), generator=generator)
-    # each image: its class prototype plus a smooth part of its own that a code must capture, on a dark background, plus a
-    # little noise
-    own = F.interpolate(torch.rand(n, channels, 7, 7, generator=generator), size=(height, width), mode="bilinear",
-                        align_corners=False)
+    # each image: its class prototype plus a smooth part of its own that a code must capture,
+    # on a dark background, plus a little noise
+    own = F.interpolate(
+        torch.rand(n, channels, 7, 7, generator=generator), size=(height, width), mode="bilinear", align_corners=False
+    )
     rows, cols = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
     object_mask = ((rows / 0.8) ** 2 + (cols / 0.6) ** 2 <= 1).float()  # a dark background, like Fashion-MNIST's
     images = (0.6 * prototypes[labels] + 0.5 * own) * object_mask

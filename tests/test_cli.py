@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from ae_lightning.cli import run_cli
-from conftest import REPO
 
 CONFIGS = REPO / "experiments" / "configs"
 SMALL_DATA = ["--data.val_size", "100", "--data.batch_size", "50", "--data.download", "false"]
@@ -20,8 +20,9 @@ SMALL_DATA = ["--data.val_size", "100", "--data.batch_size", "50", "--data.downl
 
 def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "ae_lightning", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ae_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_step(data_root: Path, tmp_path: Path, *configs: Path, extra: tuple[str, ...] = ()) -> None:
@@ -29,8 +30,18 @@ def one_step(data_root: Path, tmp_path: Path, *configs: Path, extra: tuple[str, 
     for config in configs:
         args += ["--config", str(config)]
     data_name = "cifar10" if any("cifar" in c.name for c in configs) else None
-    args += ["--data.root", str(data_root), *SMALL_DATA, "--trainer.fast_dev_run", "1",
-             "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", *extra]
+    args += [
+        "--data.root",
+        str(data_root),
+        *SMALL_DATA,
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger",
+        "false",
+        *extra,
+    ]
     if data_name:
         args += ["--data.name", data_name]
     cli_obj = run_cli(args)
@@ -53,15 +64,35 @@ def test_every_data_config_runs_a_step(config, data_root, tmp_path):
 def test_every_trainer_config_runs_a_step(config, data_root, tmp_path):
     # No GPU here: GPU presets run on the CPU with everything else they set; ddp_cpu runs for real in a subprocess.
     if config.stem == "ddp_cpu":
-        result = cli("fit", "--config", str(config), "--model", "Autoencoder", "--data.name", "mnist",
-                     "--data.root", str(data_root), *SMALL_DATA, "--trainer.max_steps", "2",
-                     "--trainer.limit_val_batches", "1", cwd=tmp_path)
+        result = cli(
+            "fit",
+            "--config",
+            str(config),
+            "--model",
+            "Autoencoder",
+            "--data.name",
+            "mnist",
+            "--data.root",
+            str(data_root),
+            *SMALL_DATA,
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(list(tmp_path.glob("runs/lightning_logs/version_0/checkpoints/last.ckpt"))) == 1
         return
     extra = ("--trainer.accelerator", "cpu", "--trainer.strategy", "auto", "--trainer.devices", "1")
-    one_step(data_root, tmp_path, config, CONFIGS / "model" / "autoencoder.yaml", CONFIGS / "data" / "mnist.yaml",
-             extra=extra if config.stem in ("gpu", "ddp") else ())
+    one_step(
+        data_root,
+        tmp_path,
+        config,
+        CONFIGS / "model" / "autoencoder.yaml",
+        CONFIGS / "data" / "mnist.yaml",
+        extra=extra if config.stem in ("gpu", "ddp") else (),
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -74,8 +105,19 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 
 
 def test_fit_from_yaml_end_to_end_and_saved_config_reproduces(data_root, tmp_path):
-    args = ["--config", str(CONFIGS / "model" / "vae.yaml"), "--config", str(CONFIGS / "data" / "mnist.yaml"),
-            "--data.root", str(data_root), *SMALL_DATA, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "5"]
+    args = [
+        "--config",
+        str(CONFIGS / "model" / "vae.yaml"),
+        "--config",
+        str(CONFIGS / "data" / "mnist.yaml"),
+        "--data.root",
+        str(data_root),
+        *SMALL_DATA,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.log_every_n_steps",
+        "5",
+    ]
     first = cli("fit", *args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "runs" / "lightning_logs" / "version_0"
@@ -91,35 +133,67 @@ def test_fit_from_yaml_end_to_end_and_saved_config_reproduces(data_root, tmp_pat
 
     # predict writes codes and reconstructions of the test split to a loadable file
     out = tmp_path / "predictions.pt"
-    predicted = cli("predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path",
-                    str(run_dir / "checkpoints" / "last.ckpt"), "--predictions.path", str(out), cwd=tmp_path)
+    predicted = cli(
+        "predict",
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--ckpt_path",
+        str(run_dir / "checkpoints" / "last.ckpt"),
+        "--predictions.path",
+        str(out),
+        cwd=tmp_path,
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     result = torch.load(out, weights_only=True)
     assert result["codes"].shape == (200, 16) and result["reconstructions"].shape == (200, 1, 28, 28)
     assert result["variant"] == "VariationalAutoencoder" and result["split"] == "test"
     from ae_lightning.data.sources import load_split
+
     assert torch.equal(result["labels"], load_split("mnist", data_root, train=False)[1])
     mse = (result["reconstructions"] - load_split("mnist", data_root, train=False)[0].float() / 255).pow(2).mean()
     assert mse.item() < 0.1
 
 
 def test_print_config_shows_the_chosen_variant(tmp_path):
-    result = cli("fit", "--model", "ContractiveAutoencoder", "--model.jacobian", "exact", "--print_config", cwd=tmp_path)
+    result = cli(
+        "fit", "--model", "ContractiveAutoencoder", "--model.jacobian", "exact", "--print_config", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "class_path: ae_lightning.ContractiveAutoencoder" in result.stdout and "jacobian: exact" in result.stdout
 
 
 def test_denoising_without_noise_is_one_clear_error(data_root, tmp_path):
-    result = cli("fit", "--model", "DenoisingAutoencoder", "--data.name", "mnist", "--data.root", str(data_root),
-                 *SMALL_DATA, "--trainer.max_epochs", "1", cwd=tmp_path)
+    result = cli(
+        "fit",
+        "--model",
+        "DenoisingAutoencoder",
+        "--data.name",
+        "mnist",
+        "--data.root",
+        str(data_root),
+        *SMALL_DATA,
+        "--trainer.max_epochs",
+        "1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "ae-lightning: error: DenoisingAutoencoder needs corrupted inputs but data.noise is not set" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
-    result = cli("fit", "--model", "SparseAutoencoder", "--model.penalty", "topk", "--model.k", "99",
-                 "--data.root", str(data_root), cwd=tmp_path)
+    result = cli(
+        "fit",
+        "--model",
+        "SparseAutoencoder",
+        "--model.penalty",
+        "topk",
+        "--model.k",
+        "99",
+        "--data.root",
+        str(data_root),
+        cwd=tmp_path,
+    )
     assert result.returncode != 0 and "model.k=99 must be in [1, latent_dim=32]" in result.stderr
     assert "Traceback" not in result.stderr
     result = cli("fit", "--model", "NoSuchAutoencoder", cwd=tmp_path)
@@ -129,7 +203,17 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
 
 
 def test_missing_data_offline_is_one_clear_error(tmp_path):
-    result = cli("fit", "--model", "Autoencoder", "--data.name", "mnist", "--data.root", str(tmp_path / "empty"),
-                 "--data.download", "false", cwd=tmp_path)
+    result = cli(
+        "fit",
+        "--model",
+        "Autoencoder",
+        "--data.name",
+        "mnist",
+        "--data.root",
+        str(tmp_path / "empty"),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "mnist: data files not found in" in result.stderr and "train-images-idx3-ubyte" in result.stderr

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
-
-from ae_lightning.evaluation.battery import BATTERY_KEYS
 from datasets import write_mnist_like
+from PIL import Image
 from test_cli import cli
 from wandb_records import read_run
+
+from ae_lightning.evaluation.battery import BATTERY_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 VAE_ONLY = {"test/elbo", "test/nll_iw", "test/active_units"}
@@ -21,12 +21,23 @@ VAE_ONLY = {"test/elbo", "test/nll_iw", "test/active_units"}
 def suite_file(tmp_path: Path, data_root: Path, variants: list[dict], **overrides) -> Path:
     suite = {
         "name": "tiny",
-        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50,
-                 "noise": {"kind": "gaussian", "level": 0.5}},
+        "data": {
+            "name": "mnist",
+            "root": str(data_root),
+            "download": False,
+            "val_size": 100,
+            "batch_size": 50,
+            "noise": {"kind": "gaussian", "level": 0.5},
+        },
         "trainer": {"max_epochs": 6, "accelerator": "cpu"},
         "seeds": [0],
-        "evaluation": {"probe_train_samples": 500, "jacobian_samples": 50, "iw_samples": 20, "iw_images": 50,
-                       "batch_size": 100},
+        "evaluation": {
+            "probe_train_samples": 500,
+            "jacobian_samples": 50,
+            "iw_samples": 20,
+            "iw_images": 50,
+            "batch_size": 100,
+        },
         "wandb": {"mode": "offline", "project": "ae-lightning-tests"},
         "variants": variants,
         **overrides,
@@ -70,12 +81,13 @@ def test_every_variant_has_finite_battery_metrics(finished_suite):
         expected = set(BATTERY_KEYS) - (set() if variant["name"] == "VAE" else VAE_ONLY)
         expected |= {"fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb"}
         assert expected <= set(record["metrics"]), (variant, set(record["metrics"]))
-        assert all(isinstance(record["metrics"][k], float) and record["metrics"][k] == record["metrics"][k]
-                   for k in expected)
+        assert all(
+            isinstance(record["metrics"][k], float) and record["metrics"][k] == record["metrics"][k] for k in expected
+        )
         assert record["metrics"]["probe/accuracy"] > 0.5  # codes of learnable data separate the classes
     vae = records["VAE"]["metrics"]
     assert vae["test/nll_iw"] > 0 and vae["test/nll_iw"] <= -vae["test/elbo"] + 1.0  # the IW bound is tighter
-    assert vae["test/active_units"] in range(0, 9)
+    assert vae["test/active_units"] in range(9)
     # the sigmoid KL-sparse codes are mostly below 0.05; the plain AE's linear codes are not
     assert records["SAE"]["metrics"]["test/code_sparsity"] > records["AE"]["metrics"]["test/code_sparsity"]
 
@@ -135,8 +147,7 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
     ae_result = out / "runs" / "AE" / "seed0" / "result.json"
     before = ae_result.stat().st_mtime_ns
     (out / "runs" / "DropAE" / "seed0" / "result.json").unlink()  # as if the runner died during this run
-    result = cli("compare", str(suite), "--out", str(out), "--only", "AE", "DropAE", "CAE", cwd=tmp_path,
-                 timeout=600)
+    result = cli("compare", str(suite), "--out", str(out), "--only", "AE", "DropAE", "CAE", cwd=tmp_path, timeout=600)
     assert "[1/3 AE seed 0] already done, skipped" in result.stdout, result.stdout
     assert "[3/3 CAE seed 0] already done, skipped" in result.stdout
     assert "[2/3 DropAE seed 0] started" in result.stdout and "2 to do" not in result.stdout
@@ -145,18 +156,24 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
     assert result.returncode == 0
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"variants": []}, "has no variants"),
-    ({"variantz": []}, "unknown key 'variantz'; allowed: ['data', 'description', 'evaluation', 'name', 'seeds', "
-                       "'trainer', 'variants', 'wandb']"),
-    ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
-    ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),
-    ({"variants": [{"model": "SparseAutoencoder", "args": {"k": 0, "penalty": "topk"}}]}, "model.k=0 must be in"),
-    ({"variants": [{"model": "Autoencoder", "args": {"latent": 3}}]}, "unexpected keyword argument 'latent'"),
-    ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
-    ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
-    ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"variants": []}, "has no variants"),
+        (
+            {"variantz": []},
+            "unknown key 'variantz'; allowed: ['checkpoint_every_n_steps', 'data', 'description', 'evaluation', "
+            "'name', 'seeds', 'trainer', 'variants', 'wandb']",
+        ),
+        ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
+        ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),
+        ({"variants": [{"model": "SparseAutoencoder", "args": {"k": 0, "penalty": "topk"}}]}, "model.k=0 must be in"),
+        ({"variants": [{"model": "Autoencoder", "args": {"latent": 3}}]}, "unexpected keyword argument 'latent'"),
+        ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
+        ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
+        ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),
+    ],
+)
 def test_bad_suites_are_one_clear_error(tmp_path, data_root, change, message):
     suite = suite_file(tmp_path, data_root, [{"model": "Autoencoder"}])
     content = yaml.safe_load(suite.read_text())
@@ -197,7 +214,12 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
         spec = run.spec
         dm = ImageDataModule(**{**spec["data"], "val_size": 50, "download": False})
         model = VARIANTS[spec["model"]](input_shape=dm.image_shape, **spec["model_args"])
-        trainer = pl.Trainer(**{**spec["trainer"], "accelerator": "cpu"}, fast_dev_run=1, logger=False,
-                             enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(
+            **{**spec["trainer"], "accelerator": "cpu"},
+            fast_dev_run=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         trainer.fit(model, datamodule=dm)
         assert trainer.global_step == 1, run.variant

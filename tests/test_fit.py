@@ -10,14 +10,21 @@ from ae_lightning.errors import ConfigError
 
 
 def trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return pl.Trainer(**{**defaults, **kwargs})
 
 
 def datamodule(data_root, **kwargs) -> ImageDataModule:
-    return ImageDataModule(**{"name": "mnist", "root": str(data_root), "download": False, "val_size": 100,
-                              "batch_size": 50, **kwargs})
+    return ImageDataModule(
+        **{"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50, **kwargs}
+    )
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -43,7 +50,9 @@ def test_denoising_without_noise_refuses_to_fit(data_root):
 
 def test_input_shape_must_match_data(data_root):
     dm = datamodule(data_root, name="cifar10")
-    with pytest.raises(ConfigError, match=r"model.input_shape=\[1, 28, 28\] does not match the data: cifar10 images are \[3, 32, 32\]"):
+    with pytest.raises(
+        ConfigError, match=r"model.input_shape=\[1, 28, 28\] does not match the data: cifar10 images are \[3, 32, 32\]"
+    ):
         trainer(max_epochs=1).fit(VARIANTS["Autoencoder"](input_shape=(1, 28, 28)), datamodule=dm)
 
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_cli import cli
 
 from ae_lightning import VARIANTS, ImageDataModule
-from test_cli import cli
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DEBIAN.is_dir() and not os.environ.get("CI"),
-                       reason="needs Debian's dataset-fashion-mnist (CI installs it)"),
+    pytest.mark.skipif(
+        not DEBIAN.is_dir() and not os.environ.get("CI"), reason="needs Debian's dataset-fashion-mnist (CI installs it)"
+    ),
 ]
 
 
@@ -41,8 +42,22 @@ def test_one_epoch_of_real_fashion_mnist(name, fashion_root, tmp_path):
     if name == "DenoisingAutoencoder":
         (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
         noise = ["--config", str(tmp_path / "noise.yaml")]
-    result = cli("fit", "--model", name, "--data.name", "fashion_mnist", "--data.root", str(fashion_root), *noise,
-                 "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=900)
+    result = cli(
+        "fit",
+        "--model",
+        name,
+        "--data.name",
+        "fashion_mnist",
+        "--data.root",
+        str(fashion_root),
+        *noise,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "runs" / "lightning_logs" / "version_0" / "metrics.csv") as f:
         val_mse = [float(r["val/mse"]) for r in csv.DictReader(f) if r.get("val/mse")][-1]

@@ -78,18 +78,25 @@ def test_distance_is_selectable(distance):
     model = VARIANTS["Autoencoder"](distance=distance)
     batch = random_batch()
     logits = model.decoder(model.encode(batch.clean))
-    reference = (nn.functional.mse_loss(torch.sigmoid(logits), batch.clean) if distance == "mse"
-                 else nn.functional.binary_cross_entropy(torch.sigmoid(logits), batch.clean))
+    reference = (
+        nn.functional.mse_loss(torch.sigmoid(logits), batch.clean)
+        if distance == "mse"
+        else nn.functional.binary_cross_entropy(torch.sigmoid(logits), batch.clean)
+    )
     assert torch.allclose(model.training_step(batch)["loss"], reference, atol=1e-5)
 
 
 # --- penalties vanish with their weight ----------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [
-    lambda: SparseAutoencoder(penalty="l1", sparsity_weight=0.0),
-    lambda: SparseAutoencoder(penalty="kl", sparsity_weight=0.0),
-    lambda: ContractiveAutoencoder(contractive_weight=0.0),
-    lambda: VariationalAutoencoder(beta=0.0),
-], ids=["l1", "kl", "contractive", "vae-kl"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: SparseAutoencoder(penalty="l1", sparsity_weight=0.0),
+        lambda: SparseAutoencoder(penalty="kl", sparsity_weight=0.0),
+        lambda: ContractiveAutoencoder(contractive_weight=0.0),
+        lambda: VariationalAutoencoder(beta=0.0),
+    ],
+    ids=["l1", "kl", "contractive", "vae-kl"],
+)
 def test_penalty_is_zero_when_its_weight_is_zero(model):
     terms = model().training_step(random_batch())
     penalty = {k: v for k, v in terms.items() if k in ("sparsity", "contractive")}
@@ -117,15 +124,18 @@ def test_top_k_keeps_exactly_k_units():
     assert ((z != 0).sum(dim=1) == 5).all()
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"penalty": "l2"}, r"model.penalty='l2'.*allowed"),
-    ({"target_activation": 1.0}, r"model.target_activation=1.0.*\(0, 1\)"),
-    ({"target_activation": 0.0}, r"model.target_activation=0.0"),
-    ({"penalty": "topk", "k": 0}, r"model.k=0.*\[1, latent_dim=32\]"),
-    ({"penalty": "topk", "k": 33}, r"model.k=33"),
-    ({"sparsity_weight": -1.0}, r"model.sparsity_weight=-1.0.*>= 0"),
-    ({"latent_dim": 0}, r"model.latent_dim=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"penalty": "l2"}, r"model.penalty='l2'.*allowed"),
+        ({"target_activation": 1.0}, r"model.target_activation=1.0.*\(0, 1\)"),
+        ({"target_activation": 0.0}, r"model.target_activation=0.0"),
+        ({"penalty": "topk", "k": 0}, r"model.k=0.*\[1, latent_dim=32\]"),
+        ({"penalty": "topk", "k": 33}, r"model.k=33"),
+        ({"sparsity_weight": -1.0}, r"model.sparsity_weight=-1.0.*>= 0"),
+        ({"latent_dim": 0}, r"model.latent_dim=0"),
+    ],
+)
 def test_sparse_bad_options(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SparseAutoencoder(**kwargs)
@@ -170,8 +180,9 @@ def test_closed_form_and_exact_equal_brute_force_on_rifai_layer():
 def test_exact_equals_brute_force_on_a_deep_encoder(input_shape, latent_dim):
     # rows: fewer code units than inputs (vmap over VJPs); columns: fewer inputs (vmap over JVPs)
     torch.manual_seed(0)
-    model = ContractiveAutoencoder(hidden_dims=[16, 8], latent_dim=latent_dim, input_shape=input_shape,
-                                   jacobian="exact")
+    model = ContractiveAutoencoder(
+        hidden_dims=[16, 8], latent_dim=latent_dim, input_shape=input_shape, jacobian="exact"
+    )
     x = torch.rand(5, *input_shape)
     assert torch.allclose(model.jacobian_frobenius(x), brute_force_frobenius(model.encode, x), rtol=1e-4)
 
@@ -181,8 +192,10 @@ def test_exact_penalty_gradient_equals_closed_form_gradient():
     model = ContractiveAutoencoder(hidden_dims=[], latent_dim=8, input_shape=(1, 5, 5))
     x = torch.rand(4, 1, 5, 5)
     grads = []
-    for compute in (lambda: jacobian_frobenius_closed_form(model.encode(x), model.encoder[-2].weight),
-                    lambda: jacobian_frobenius_exact(model.encode, x)):
+    for compute in (
+        lambda: jacobian_frobenius_closed_form(model.encode(x), model.encoder[-2].weight),
+        lambda: jacobian_frobenius_exact(model.encode, x),
+    ):
         model.zero_grad()
         compute().sum().backward()
         grads.append(model.encoder[-2].weight.grad.clone())
@@ -239,7 +252,7 @@ def test_vae_terms_and_sampling():
 def test_vae_kl_warmup_is_linear():
     model = VariationalAutoencoder(beta=2.0, kl_warmup_steps=100)
     model.train()
-    model._global_step = 0  # noqa: SLF001 - no trainer attached; global_step reads this
+    model._global_step = 0
     type(model).global_step = property(lambda self: self._global_step)
     try:
         assert model.beta_now() == 0.0

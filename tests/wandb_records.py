@@ -54,19 +54,26 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            result["run"] = {"id": r.run_id, "group": r.run_group, "job_type": r.job_type, "tags": list(r.tags),
-                             "name": r.display_name}
+            result["run"] = {
+                "id": r.run_id,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "tags": list(r.tags),
+                "name": r.display_name,
+            }
             for item in r.config.update:
                 result["config"][item.key] = json.loads(item.value_json)
         elif kind == "history":
-            result["history"].append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                                      for item in record.history.item})
+            result["history"].append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind == "summary":
             for item in record.summary.update:
                 result["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "config":
             for item in record.config.update:
                 result["config"][item.key] = json.loads(item.value_json)
-    result["files"] = sorted(str(p.relative_to(run_dir / "files")) for p in (run_dir / "files").rglob("*")
-                             if p.is_file())
+    result["files"] = sorted(
+        str(p.relative_to(run_dir / "files")) for p in (run_dir / "files").rglob("*") if p.is_file()
+    )
     return result

@@ -7,8 +7,9 @@ otherwise (fresh training noise every step), so they run wherever the batch live
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor

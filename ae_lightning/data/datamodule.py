@@ -12,7 +12,8 @@ same seed gives the same corrupted images in every run, for every variant, batch
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -60,20 +61,37 @@ class EpochPermutation:
 
 
 class InMemoryLoader:
-    """Yields :class:`Batch` slices of a :class:`Split` in the order given by its sampler."""
+    """Yields :class:`Batch` slices of a :class:`Split` in the order given by its sampler.
+
+    Stateful (``state_dict``/``load_state_dict``, which Lightning saves in checkpoints): a run resumed from a
+    mid-epoch checkpoint continues the epoch's permutation at the batch after the last one trained on. Lightning
+    fetches one batch ahead, so what counts is ``consumed`` (batches that reached the model, reported by the data
+    module's ``on_after_batch_transfer``), not what was yielded.
+    """
 
     batch_sampler = None  # DataLoader's attribute, read by Lightning: batches come from slicing, not a sampler
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochPermutation) -> None:
         self.split, self.batch_size, self.sampler = split, batch_size, sampler
+        self.consumed = 0
+        self._resume_at = 0
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        for index in self.sampler.indices().split(self.batch_size):
+        start, self._resume_at = self._resume_at, 0
+        self.consumed = start
+        for index in self.sampler.indices().split(self.batch_size)[start:]:
             noisy = None if self.split.noisy is None else self.split.noisy[index]
             yield Batch(self.split.images[index], noisy, self.split.labels[index])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self._resume_at = state["consumed"] if state["consumed"] < len(self) else 0
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -116,6 +134,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.noise, self.predict_split = noise, predict_split
         self.splits: dict[str, Split] = {}
+        self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
         self.hparams["noise"] = None if noise is None else {"kind": noise.kind, "level": noise.level}
@@ -157,10 +176,13 @@ class ImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         data = self.splits[split]
-        return InMemoryLoader(data, self.batch_size, EpochPermutation(len(data.labels), shuffle, self.seed, rank, world))
+        return InMemoryLoader(
+            data, self.batch_size, EpochPermutation(len(data.labels), shuffle, self.seed, rank, world)
+        )
 
     def train_dataloader(self) -> InMemoryLoader:
-        return self._loader("train", shuffle=True)
+        self._train_loader = self._loader("train", shuffle=True)
+        return self._train_loader
 
     def val_dataloader(self) -> InMemoryLoader | list:
         return self._loader("val", shuffle=False) if self.val_size > 0 else []
@@ -172,6 +194,8 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.predict_split, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.consumed += 1  # this batch reaches the model now (see InMemoryLoader)
         return self.finish_batch(batch)
 
     def finish_batch(self, batch: Batch) -> Batch:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -56,17 +56,28 @@ def _load_cifar10(root: Path, train: bool) -> tuple[Tensor, Tensor]:
 
 
 def _idx_files() -> tuple[str, ...]:
-    return tuple(f"{split}-{kind}-idx{dim}-ubyte" for split in ("train", "t10k") for kind, dim in (("images", 3), ("labels", 1)))
+    return tuple(
+        f"{split}-{kind}-idx{dim}-ubyte" for split in ("train", "t10k") for kind, dim in (("images", 3), ("labels", 1))
+    )
 
 
 SOURCES: dict[str, Source] = {
     "mnist": Source("mnist", datasets.MNIST, (1, 28, 28), 10, "MNIST/raw", _idx_files(), _load_idx(datasets.MNIST)),
     "fashion_mnist": Source(
-        "fashion_mnist", datasets.FashionMNIST, (1, 28, 28), 10, "FashionMNIST/raw", _idx_files(),
+        "fashion_mnist",
+        datasets.FashionMNIST,
+        (1, 28, 28),
+        10,
+        "FashionMNIST/raw",
+        _idx_files(),
         _load_idx(datasets.FashionMNIST),
     ),
     "cifar10": Source(
-        "cifar10", datasets.CIFAR10, (3, 32, 32), 10, datasets.CIFAR10.base_folder,
+        "cifar10",
+        datasets.CIFAR10,
+        (3, 32, 32),
+        10,
+        datasets.CIFAR10.base_folder,
         tuple(name for name, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list) + ("batches.meta",),
         _load_cifar10,
     ),
@@ -126,8 +137,10 @@ def load_split(name: str, root: str | Path, train: bool) -> tuple[Tensor, Tensor
         raise DataNotFoundError(_missing_message(source, root, "prepare_data has not put them there"))
     images, labels = source.load(root, train)
     if tuple(images.shape[1:]) != source.image_shape:
-        raise DataNotFoundError(f"{name}: files in {root / source.folder} hold images of shape "
-                                f"{tuple(images.shape[1:])}, expected {source.image_shape}")
+        raise DataNotFoundError(
+            f"{name}: files in {root / source.folder} hold images of shape "
+            f"{tuple(images.shape[1:])}, expected {source.image_shape}"
+        )
     return images, labels
 
 

@@ -15,8 +15,8 @@ The battery runs in one process on the full test split (never on a DDP shard) an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,18 @@ from ae_lightning.variants.contractive import jacobian_frobenius_exact
 from ae_lightning.variants.vae import kl_to_standard_normal
 
 BATTERY_KEYS = (
-    "test/mse", "test/psnr", "test/ssim", "test/noisy_mse", "test/noisy_psnr", "test/noisy_ssim", "probe/accuracy",
-    "test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units",
+    "test/mse",
+    "test/psnr",
+    "test/ssim",
+    "test/noisy_mse",
+    "test/noisy_psnr",
+    "test/noisy_ssim",
+    "probe/accuracy",
+    "test/jacobian_fro",
+    "test/code_sparsity",
+    "test/elbo",
+    "test/nll_iw",
+    "test/active_units",
 )
 
 
@@ -60,13 +70,19 @@ def codes_of(model: AutoencoderBase, images: Tensor, settings: EvaluationSetting
 
 
 @torch.no_grad()
-def reconstruction_metrics(model: AutoencoderBase, images: Tensor, noisy: Tensor | None, prefix: str,
-                           settings: EvaluationSettings) -> dict[str, float]:
+def reconstruction_metrics(
+    model: AutoencoderBase, images: Tensor, noisy: Tensor | None, prefix: str, settings: EvaluationSettings
+) -> dict[str, float]:
     """MSE, PSNR and SSIM of h(g(input)) against the clean images (input = noisy when given)."""
-    metrics = {"mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0),
-               "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}
+    metrics = {
+        "mse": MeanSquaredError(),
+        "psnr": PeakSignalNoiseRatio(data_range=1.0),
+        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+    }
     metrics = {name: metric.to(model.device) for name, metric in metrics.items()}
-    for start, clean in zip(range(0, len(images), settings.batch_size), batches(images, settings.batch_size, model.device)):
+    for start, clean in zip(
+        range(0, len(images), settings.batch_size), batches(images, settings.batch_size, model.device)
+    ):
         inputs = clean if noisy is None else noisy[start : start + len(clean)].to(model.device)
         reconstruction = model(inputs)
         for metric in metrics.values():
@@ -74,8 +90,9 @@ def reconstruction_metrics(model: AutoencoderBase, images: Tensor, noisy: Tensor
     return {f"test/{prefix}{name}": metric.compute().item() for name, metric in metrics.items()}
 
 
-def linear_probe_accuracy(train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor,
-                          steps: int = 200) -> float:
+def linear_probe_accuracy(
+    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, steps: int = 200
+) -> float:
     """Multinomial logistic regression on standardised frozen codes (full-batch L-BFGS, small L2), test accuracy."""
     mean, std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
     train_x, test_x = (train_codes - mean) / std, (test_codes - mean) / std
@@ -130,8 +147,11 @@ def vae_metrics(model: VariationalAutoencoder, images: Tensor, settings: Evaluat
         x = (x > 0.5).float() if binarise else x
         nlls.append(-importance_weighted_log_likelihood(model, x, settings.iw_samples))
     active = torch.cat(means).var(dim=0) > 0.01
-    return {"test/elbo": torch.cat(elbos).mean().item(), "test/nll_iw": torch.cat(nlls).mean().item(),
-            "test/active_units": float(active.sum().item())}
+    return {
+        "test/elbo": torch.cat(elbos).mean().item(),
+        "test/nll_iw": torch.cat(nlls).mean().item(),
+        "test/active_units": float(active.sum().item()),
+    }
 
 
 def importance_weighted_log_likelihood(model: VariationalAutoencoder, x: Tensor, k: int) -> Tensor:
@@ -147,19 +167,32 @@ def importance_weighted_log_likelihood(model: VariationalAutoencoder, x: Tensor,
     return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
 
 
-def evaluate(model: AutoencoderBase, train_images: Tensor, train_labels: Tensor, test_images: Tensor,
-             test_labels: Tensor, settings: EvaluationSettings) -> dict[str, float]:
+def evaluate(
+    model: AutoencoderBase,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    settings: EvaluationSettings,
+) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs)."""
     model.eval()
     generator = torch.Generator().manual_seed(settings.noise_seed)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
     results = reconstruction_metrics(model, test_images, None, "", settings)
     results |= reconstruction_metrics(model, test_images, noisy, "noisy_", settings)
-    probe_images, probe_labels = train_images[: settings.probe_train_samples], train_labels[: settings.probe_train_samples]
+    probe_images, probe_labels = (
+        train_images[: settings.probe_train_samples],
+        train_labels[: settings.probe_train_samples],
+    )
     test_codes = codes_of(model, test_images, settings)
     results["probe/accuracy"] = linear_probe_accuracy(
-        codes_of(model, probe_images, settings), probe_labels.to(model.device), test_codes,
-        test_labels.to(model.device), settings.probe_steps)
+        codes_of(model, probe_images, settings),
+        probe_labels.to(model.device),
+        test_codes,
+        test_labels.to(model.device),
+        settings.probe_steps,
+    )
     results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, VariationalAutoencoder):

@@ -13,16 +13,23 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torchvision.utils import make_grid
 
-from ae_lightning.evaluation.battery import BATTERY_KEYS  # noqa: E402
+from ae_lightning.evaluation.battery import BATTERY_KEYS
 
 FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
 METRIC_KEYS = BATTERY_KEYS + FIT_KEYS
-HIGHER_IS_BETTER = {"test/psnr", "test/ssim", "test/noisy_psnr", "test/noisy_ssim", "probe/accuracy", "test/elbo",
-                    "fit/samples_per_s"}
+HIGHER_IS_BETTER = {
+    "test/psnr",
+    "test/ssim",
+    "test/noisy_psnr",
+    "test/noisy_ssim",
+    "probe/accuracy",
+    "test/elbo",
+    "fit/samples_per_s",
+}
 LOWER_IS_BETTER = {"test/mse", "test/noisy_mse", "test/nll_iw", "fit/seconds", "fit/peak_mem_mb"}
 # test/jacobian_fro, test/code_sparsity and test/active_units describe a model; no value of them is "best".
 
@@ -40,8 +47,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float,
         for key in METRIC_KEYS:
             values = [m[key] for m in done if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
             if values:
-                row[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
-                            len(values))
+                row[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
         table[variant] = row
     return table
 
@@ -80,8 +86,16 @@ def write_summary_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer = csv.writer(f)
         writer.writerow(["variant", "model", "seed", "status", "error", *METRIC_KEYS])
         for r in records:
-            writer.writerow([r["variant"], r["model"], r["seed"], r["status"], r["error"] or "",
-                             *[r["metrics"].get(k, "") for k in METRIC_KEYS]])
+            writer.writerow(
+                [
+                    r["variant"],
+                    r["model"],
+                    r["seed"],
+                    r["status"],
+                    r["error"] or "",
+                    *[r["metrics"].get(k, "") for k in METRIC_KEYS],
+                ]
+            )
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
@@ -137,17 +151,26 @@ def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
 def metrics_figure(table: dict[str, dict[str, tuple[float, float, int]]], path: Path) -> None:
     keys = [k for k in METRIC_KEYS if any(k in row for row in table.values())]
     columns = 4
-    figure, axes = plt.subplots(math.ceil(len(keys) / columns), columns,
-                                figsize=(4 * columns, 3 * math.ceil(len(keys) / columns)), squeeze=False)
+    figure, axes = plt.subplots(
+        math.ceil(len(keys) / columns),
+        columns,
+        figsize=(4 * columns, 3 * math.ceil(len(keys) / columns)),
+        squeeze=False,
+    )
     colour = {variant: f"C{i % 10}" for i, variant in enumerate(table)}  # one colour per variant in every panel
     for axis, key in zip(axes.flat, keys):
         names = [v for v, row in table.items() if key in row]
-        axis.bar(range(len(names)), [table[v][key][0] for v in names], yerr=[table[v][key][1] for v in names],
-                 color=[colour[v] for v in names], capsize=3)
+        axis.bar(
+            range(len(names)),
+            [table[v][key][0] for v in names],
+            yerr=[table[v][key][1] for v in names],
+            color=[colour[v] for v in names],
+            capsize=3,
+        )
         axis.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
         direction = " (↑)" if key in HIGHER_IS_BETTER else " (↓)" if key in LOWER_IS_BETTER else ""
         axis.set_title(key + direction, fontsize=9)
-    for axis in list(axes.flat)[len(keys):]:
+    for axis in list(axes.flat)[len(keys) :]:
         axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -156,21 +179,33 @@ def metrics_figure(table: dict[str, dict[str, tuple[float, float, int]]], path: 
 
 def write_figures(out: Path, records: list[dict[str, Any]], table: dict) -> list[str]:
     chosen = first_done(records)
-    examples = {v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
-                for v, r in chosen.items() if (Path(r["run_dir"]) / "examples.pt").is_file()}
+    examples = {
+        v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
+        for v, r in chosen.items()
+        if (Path(r["run_dir"]) / "examples.pt").is_file()
+    }
     written = []
     if examples:
         reference = next(iter(examples.values()))
-        image_rows_figure([("original", reference["clean"])] + [(v, e["reconstruction"]) for v, e in examples.items()],
-                          "Reconstructions of the same test images", out / "reconstructions.png")
-        image_rows_figure([("original", reference["clean"]), ("corrupted", reference["noisy"])]
-                          + [(v, e["denoised"]) for v, e in examples.items()],
-                          "Denoising: reconstructions of the same corrupted test images", out / "denoising.png")
+        image_rows_figure(
+            [("original", reference["clean"])] + [(v, e["reconstruction"]) for v, e in examples.items()],
+            "Reconstructions of the same test images",
+            out / "reconstructions.png",
+        )
+        image_rows_figure(
+            [("original", reference["clean"]), ("corrupted", reference["noisy"])]
+            + [(v, e["denoised"]) for v, e in examples.items()],
+            "Denoising: reconstructions of the same corrupted test images",
+            out / "denoising.png",
+        )
         written += ["reconstructions.png", "denoising.png"]
         samples = [(v, e["samples"]) for v, e in examples.items() if "samples" in e]
         if samples:
-            image_rows_figure([(v, s[i : i + 16]) for v, s in samples for i in (0, 16)],
-                              "VAE samples from the prior", out / "vae_samples.png")
+            image_rows_figure(
+                [(v, s[i : i + 16]) for v, s in samples for i in (0, 16)],
+                "VAE samples from the prior",
+                out / "vae_samples.png",
+            )
             written.append("vae_samples.png")
     if chosen:
         curves_figure(chosen, out / "curves.png")
@@ -185,18 +220,36 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
-    quality = ["test/mse", "test/psnr", "test/ssim", "test/noisy_mse", "test/noisy_psnr", "test/noisy_ssim",
-               "probe/accuracy"]
+    quality = [
+        "test/mse",
+        "test/psnr",
+        "test/ssim",
+        "test/noisy_mse",
+        "test/noisy_psnr",
+        "test/noisy_ssim",
+        "probe/accuracy",
+    ]
     structure = ["test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units"]
     lines = [
-        f"# Suite `{suite['name']}`", "",
+        f"# Suite `{suite['name']}`",
+        "",
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{suite['trainer'].get('max_epochs', '?')} epochs; evaluation corruption {noise['kind']} {noise['level']}. "
         "Mean ± std over seeds; best per column in **bold** (↑ or ↓ as the metric reads). VAE NLL/ELBO in nats per "
-        "image on binarised test images (Bernoulli likelihood).", "",
-        "## Reconstruction, denoising, linear probe", "", markdown_table(table, quality), "",
-        "## Structure of the code", "", markdown_table(table, structure), "",
-        "## Cost of the fit", "", markdown_table(table, list(FIT_KEYS)), "",
+        "image on binarised test images (Bernoulli likelihood).",
+        "",
+        "## Reconstruction, denoising, linear probe",
+        "",
+        markdown_table(table, quality),
+        "",
+        "## Structure of the code",
+        "",
+        markdown_table(table, structure),
+        "",
+        "## Cost of the fit",
+        "",
+        markdown_table(table, list(FIT_KEYS)),
+        "",
     ]
     failed = [r for r in records if r["status"] != "done"]
     if failed:
@@ -213,13 +266,25 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
     try:
         import wandb
 
-        run = wandb.init(project=suite["wandb"]["project"], entity=suite["wandb"].get("entity"), group=suite_id,
-                         name="summary", job_type="summary", mode=suite["wandb"]["mode"], dir=str(out),
-                         id=f"{suite_id}-summary".replace("/", "-")[-64:], resume="allow",
-                         config={"suite": suite}, tags=[suite["name"], "summary"], reinit="finish_previous")
+        run = wandb.init(
+            project=suite["wandb"]["project"],
+            entity=suite["wandb"].get("entity"),
+            group=suite_id,
+            name="summary",
+            job_type="summary",
+            mode=suite["wandb"]["mode"],
+            dir=str(out),
+            id=f"{suite_id}-summary".replace("/", "-")[-64:],
+            resume="allow",
+            config={"suite": suite},
+            tags=[suite["name"], "summary"],
+            reinit="finish_previous",
+        )
         columns = ["variant", "model", "seed", "status", *METRIC_KEYS]
-        rows = [[r["variant"], r["model"], r["seed"], r["status"], *[r["metrics"].get(k) for k in METRIC_KEYS]]
-                for r in records]
+        rows = [
+            [r["variant"], r["model"], r["seed"], r["status"], *[r["metrics"].get(k) for k in METRIC_KEYS]]
+            for r in records
+        ]
         images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}
         run.log({"battery": wandb.Table(columns=columns, data=rows), **images})
         run.finish()

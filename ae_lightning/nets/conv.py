@@ -7,8 +7,7 @@ back to 28, or 32→16→8→4 and back to 32).
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -22,7 +21,11 @@ def _stage_sizes(size: int, stages: int) -> list[int]:
 
 class ConvEncoder(nn.Sequential):
     def __init__(
-        self, input_shape: Sequence[int], channels: Sequence[int], out_dim: int, hidden_dropout: float = 0.0,
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        out_dim: int,
+        hidden_dropout: float = 0.0,
         input_dropout: float = 0.0,
     ) -> None:
         in_channels, height, width = input_shape
@@ -52,8 +55,11 @@ class ConvDecoder(nn.Sequential):
         for stage in range(len(channels)):
             size_in, size_out = (heights[-1 - stage], widths[-1 - stage]), (heights[-2 - stage], widths[-2 - stage])
             padding = tuple(o - (2 * i - 1) for i, o in zip(size_in, size_out))
-            layers.append(nn.ConvTranspose2d(stage_channels[stage], stage_channels[stage + 1], 3, stride=2,
-                                             padding=1, output_padding=padding))
+            layers.append(
+                nn.ConvTranspose2d(
+                    stage_channels[stage], stage_channels[stage + 1], 3, stride=2, padding=1, output_padding=padding
+                )
+            )
             if stage < len(channels) - 1:
                 layers.append(nn.ReLU())
                 if hidden_dropout > 0:

@@ -10,8 +10,14 @@ from ae_lightning.variants.vae import VariationalAutoencoder
 
 VARIANTS: dict[str, type[AutoencoderBase]] = {
     cls.__name__: cls
-    for cls in (Autoencoder, DenoisingAutoencoder, SparseAutoencoder, DropoutAutoencoder, ContractiveAutoencoder,
-                VariationalAutoencoder)
+    for cls in (
+        Autoencoder,
+        DenoisingAutoencoder,
+        SparseAutoencoder,
+        DropoutAutoencoder,
+        ContractiveAutoencoder,
+        VariationalAutoencoder,
+    )
 }
 
 __all__ = ["VARIANTS", "AutoencoderBase", *VARIANTS]

@@ -9,7 +9,7 @@ No loss lives here. Each variant's ``training_step`` returns its loss terms as a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +18,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from ae_lightning.data.datamodule import Batch
-from ae_lightning.errors import ConfigError
+from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network
 
 
@@ -45,6 +45,9 @@ class AutoencoderBase(pl.LightningModule):
         network: ``auto`` (MLP for 1 channel, conv for 3), ``mlp`` or ``conv``.
         distance: reconstruction distance ``mse`` or ``bce``.
         learning_rate, weight_decay: AdamW settings.
+        nonfinite: on a NaN/inf loss, ``stop`` (raise, naming the variant, step and term; checkpoints written
+            before stay as they were) or ``skip`` (leave the weights untouched for that batch and count it in
+            ``train/skipped_batches``; costs one host sync per step).
     """
 
     sigmoid_codes = False  # True where codes live in (0, 1): the battery then counts z < 0.05 as inactive
@@ -58,6 +61,7 @@ class AutoencoderBase(pl.LightningModule):
         distance: str = "mse",
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
+        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         if latent_dim < 1:
@@ -70,19 +74,24 @@ class AutoencoderBase(pl.LightningModule):
             raise ConfigError(f"model.hidden_dims={list(hidden_dims)} must all be >= 1")
         if len(input_shape) != 3:
             raise ConfigError(f"model.input_shape={list(input_shape)} must be (channels, height, width)")
+        if nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"model.nonfinite={nonfinite!r} is not known; allowed: ['skip', 'stop']")
         resolve_network(network, input_shape)  # fails early on an unknown name
         self.save_hyperparameters()
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         self.distance = DISTANCES[distance]
+        self.skipped_batches = torchmetrics.SumMetric()
+        self._pending_finite_check: tuple[int, int, dict[str, Tensor]] | None = None
         self.val_mse = torchmetrics.MeanSquaredError()
         self.test_mse = torchmetrics.MeanSquaredError()
 
     def make_networks(self, code_dim: int | None = None, **dropout: float) -> tuple[nn.Module, nn.Module]:
         """The encoder g (x → R^code_dim, default latent_dim) and decoder h (z → logits) these hparams describe."""
         hp = self.hparams
-        return build_networks(hp.network, self.input_shape, code_dim or self.latent_dim, self.latent_dim,
-                              hp.hidden_dims, **dropout)
+        return build_networks(
+            hp.network, self.input_shape, code_dim or self.latent_dim, self.latent_dim, hp.hidden_dims, **dropout
+        )
 
     # --- the model: g, h and the reconstruction ---------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -105,11 +114,63 @@ class AutoencoderBase(pl.LightningModule):
         on_step = stage == "train"
         self.log_dict(
             {f"{stage}/{name}": value.detach() for name, value in terms.items()},
-            on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, batch_size=batch_size,
+            on_step=on_step,
+            on_epoch=not on_step,
+            sync_dist=not on_step,
+            batch_size=batch_size,
         )
 
     def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Batch, batch_idx: int) -> None:
+        self.check_finite(outputs)
         self._log_terms("train", outputs, len(batch.label))
+
+    # --- non-finite losses ----------------------------------------------------------------------------------
+    def check_finite(self, terms: dict[str, Tensor], sync: bool = False) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss term of this step is NaN/inf (``nonfinite: stop``).
+
+        On the CPU the check is free and immediate. On a GPU it must not stall every step, so the flags are copied
+        to the host without waiting and read one step later; ``sync=True`` (before a checkpoint is written)
+        checks the current step at once.
+        """
+        if self.hparams.nonfinite != "stop":
+            return
+        current = (self.global_step, self.current_epoch, {k: v.detach() for k, v in terms.items()})
+        if sync or self.device.type == "cpu":
+            pending, self._pending_finite_check = [self._pending_finite_check, current], None
+        else:
+            pending = [self._pending_finite_check]
+            self._pending_finite_check = (
+                current[0],
+                current[1],
+                {k: v.to("cpu", non_blocking=True) for k, v in current[2].items()},
+            )
+        for check in pending:
+            if check is None:
+                continue
+            step, epoch, values = check
+            bad = {k: v.item() for k, v in values.items() if not torch.isfinite(v)}
+            if bad:
+                shown = (
+                    ", ".join(f"train/{k}={v}" for k, v in bad.items() if k != "loss") or f"train/loss={bad['loss']}"
+                )
+                raise NonFiniteLossError(
+                    f"non-finite loss in {type(self).__name__} at step {step} (epoch {epoch}): {shown}; training "
+                    "stopped, checkpoints written before this step are kept. Lower model.learning_rate or the "
+                    "penalty weight, or set model.nonfinite=skip to skip such batches."
+                )
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        self._step_loss = loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.hparams.nonfinite != "skip":
+            return
+        skip = not torch.isfinite(self._step_loss)
+        if skip:
+            for param in self.parameters():
+                param.grad = None  # torch optimizers leave parameters without gradients untouched
+        self.skipped_batches.update(float(skip))
+        self.log("train/skipped_batches", self.skipped_batches, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         # The variant's own objective on the validation batch, plus the error on clean images every variant shares.
@@ -127,8 +188,30 @@ class AutoencoderBase(pl.LightningModule):
         return {"codes": codes, "reconstructions": self.decode(codes), "labels": batch.label}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
-                                 weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+
+    # --- checkpoints: exact resume, and no loading into the wrong variant -----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ae_lightning"] = {"variant": type(self).__name__, "rng": rng_states()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("ae_lightning", {})
+        variant = saved.get("variant", type(self).__name__)
+        if variant != type(self).__name__:
+            raise ConfigError(
+                f"the checkpoint was written by {variant}, but the model is {type(self).__name__}: "
+                f"use --model {variant} (or the config saved with that run)"
+            )
+        self._rng_to_restore = saved.get("rng")
+
+    def on_train_start(self) -> None:
+        # Random draws (training noise, dropout, VAE sampling) continue where the checkpoint left them, so a resumed
+        # run is bitwise the run that was not interrupted. Restored here: after the sanity check, before any batch.
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if states is not None:
+            restore_rng_states(states)
 
     # --- checks -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -139,6 +222,19 @@ class AutoencoderBase(pl.LightningModule):
                 f"model.input_shape={list(self.input_shape)} does not match the data: {datamodule.name} images are "
                 f"{list(data_shape)} (leave input_shape unset and the CLI links it from the data)"
             )
+
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def non_negative(name: str, value: float) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -75,8 +76,10 @@ class ContractiveAutoencoder(AutoencoderBase):
                 f"model.jacobian={jacobian!r} is not known; allowed: ['auto', 'closed_form', 'exact', 'estimate']"
             )
         if jacobian == "closed_form" and not single_layer:
-            raise ConfigError("model.jacobian='closed_form' holds for a single sigmoid layer only; set "
-                              "model.hidden_dims=[] with network mlp, or use jacobian 'exact' or 'estimate'")
+            raise ConfigError(
+                "model.jacobian='closed_form' holds for a single sigmoid layer only; set "
+                "model.hidden_dims=[] with network mlp, or use jacobian 'exact' or 'estimate'"
+            )
         self.jacobian = jacobian
 
     def jacobian_frobenius(self, x: Tensor) -> Tensor:
