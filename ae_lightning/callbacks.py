@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid
 
+from ae_lightning.errors import ConfigError
 from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
 
 

@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from ae_lightning.callbacks import EpochLine, ImagePanels, ResumeCheckpoint
+from ae_lightning.callbacks import EpochLine, ImagePanels
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
 from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
