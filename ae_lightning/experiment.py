@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from ae_lightning.callbacks import EpochLine, ImagePanels
+from ae_lightning.callbacks import EpochLine, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
 from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
@@ -144,19 +144,20 @@ def run(run_dir: Path) -> dict[str, Any]:
     wandb_logger = make_wandb_logger(spec, run_dir)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None, save_last=True
-    )
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None)
+    resume = ResumeCheckpoint(spec.get("checkpoint_every_n_steps", 200), dirpath=str(run_dir / "checkpoints"))
     trainer = pl.Trainer(
         **spec["trainer"],
         default_root_dir=str(run_dir),
         logger=loggers,
         enable_progress_bar=False,
-        callbacks=[checkpoint, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+        callbacks=[checkpoint, resume, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = Path(resume.path)
+    if last.is_file():
+        print(f"resuming from {last}", flush=True)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     fit_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
 
 from ae_lightning.cli import run_cli
+
+from conftest import REPO
 
 CONFIGS = REPO / "experiments" / "configs"
 SMALL_DATA = ["--data.val_size", "100", "--data.batch_size", "50", "--data.download", "false"]

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from datasets import write_mnist_like
 from PIL import Image
-from test_cli import cli
-from wandb_records import read_run
 
 from ae_lightning.evaluation.battery import BATTERY_KEYS
+
+from datasets import write_mnist_like
+from test_cli import cli
+from wandb_records import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 VAE_ONLY = {"test/elbo", "test/nll_iw", "test/active_units"}

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import write_mnist_like
 
 from ae_lightning import ImageDataModule
 from ae_lightning.data import corruption, sources
 from ae_lightning.data.corruption import Noise
 from ae_lightning.data.datamodule import Batch, EpochPermutation
 from ae_lightning.errors import ConfigError, DataNotFoundError
+
+from datasets import write_mnist_like
 
 
 def make_dm(data_root, **kwargs) -> ImageDataModule:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_cli import cli
 
 from ae_lightning import VARIANTS, ImageDataModule
+
+from test_cli import cli
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [

@@ -196,6 +196,18 @@ class AutoencoderBase(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ae_lightning"] = {"variant": type(self).__name__, "rng": rng_states()}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, after checking that the checkpoint was written by this variant."""
+        if cls is not AutoencoderBase:
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("ae_lightning", {})
+            if saved.get("variant", cls.__name__) != cls.__name__:
+                raise ConfigError(
+                    f"the checkpoint was written by {saved['variant']}, but the model is {cls.__name__}: "
+                    f"use {saved['variant']}.load_from_checkpoint"
+                )
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("ae_lightning", {})
         variant = saved.get("variant", type(self).__name__)

@@ -1,0 +1,308 @@
+"""Faults lose no work: exact resume after kill -9, interrupted suites, non-finite losses, bad checkpoints,
+atomic writes, and no secrets in what is saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_cli import SMALL_DATA, cli
+
+
+def fit_args(data_root: Path, root_dir: Path, model: str, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--model",
+        model,
+        "--data.name",
+        "mnist",
+        "--data.root",
+        str(data_root),
+        *SMALL_DATA,
+        "--trainer.default_root_dir",
+        str(root_dir),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+
+
+def start(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ae_lightning", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert process.poll() is None, f"finished before {path} appeared: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("model", ["VariationalAutoencoder", "DenoisingAutoencoder", "DropoutAutoencoder"])
+def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, data_root, tmp_path):
+    # 10 batches an epoch, a checkpoint every 7 steps: the kill lands mid-epoch. These variants draw random
+    # numbers every step (reparameterisation, corruption, dropout), so the random state must be restored too.
+    (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
+    noise = ["--config", str(tmp_path / "noise.yaml")] if model == "DenoisingAutoencoder" else []
+    extra = [*noise, "--trainer.max_epochs", "12", "--resume_checkpoint.every_n_train_steps", "7"]
+    whole = cli(*fit_args(data_root, tmp_path / "whole", model, *extra), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    process = start(fit_args(data_root, tmp_path / "killed", model, *extra), cwd=tmp_path)
+    wait_for(last, process)
+    time.sleep(0.3)  # let it train on past the checkpoint before it dies
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    interrupted_at = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < interrupted_at < 120 and interrupted_at % 10 != 0  # mid-epoch, mid-run
+
+    resumed = cli(*fit_args(data_root, tmp_path / "killed", model, *extra, "--ckpt_path", str(last)), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert got["global_step"] == expected["global_step"] == 120
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(tensor, got["state_dict"][name]), name
+    best = [k for k in expected["callbacks"] if k.startswith("ModelCheckpoint")][0]
+    assert torch.equal(expected["callbacks"][best]["best_model_score"], got["callbacks"][best]["best_model_score"])
+
+
+def test_interrupted_suite_keeps_finished_runs_and_resumes_the_interrupted_one(data_root, tmp_path):
+    suite = {
+        "name": "interrupted",
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
+        "trainer": {"max_epochs": 40, "accelerator": "cpu"},
+        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20, "iw_samples": 5, "iw_images": 20},
+        "wandb": {"mode": "disabled"},
+        "checkpoint_every_n_steps": 25,
+        "variants": [
+            {"name": "short", "model": "Autoencoder", "trainer": {"max_epochs": 1}},
+            {"name": "long", "model": "VariationalAutoencoder"},
+        ],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ae_lightning", "compare", "suite.yaml", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for(out / "runs" / "long" / "seed0" / "checkpoints" / "last.ckpt", runner, timeout=300)
+    time.sleep(0.5)
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner and its run die together, as in a node failure
+    runner.wait()
+    short_result = out / "runs" / "short" / "seed0" / "result.json"
+    assert json.loads(short_result.read_text())["status"] == "done"
+    assert not (out / "runs" / "long" / "seed0" / "result.json").exists()
+    finished_at = short_result.stat().st_mtime_ns
+
+    again = cli("compare", "suite.yaml", "--out", str(out), cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[1/2 short seed 0] already done, skipped" in again.stdout
+    assert short_result.stat().st_mtime_ns == finished_at
+    log = (out / "runs" / "long" / "seed0" / "log.txt").read_text()
+    assert "resuming from" in log
+    records = json.loads((out / "summary.json").read_text())
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert "| long |" in (out / "report.md").read_text() and "| short |" in (out / "report.md").read_text()
+
+
+def test_non_finite_loss_stops_at_once_naming_variant_step_and_term(data_root, tmp_path):
+    args = fit_args(
+        data_root,
+        tmp_path / "run",
+        "VariationalAutoencoder",
+        "--model.learning_rate",
+        "10",
+        "--trainer.max_epochs",
+        "3",
+        "--resume_checkpoint.every_n_train_steps",
+        "1",
+    )
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 3, result.stderr[-2000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("ae-lightning: error: non-finite loss in VariationalAutoencoder at step ")
+    assert "train/kl=inf" in message or "train/recon=nan" in message
+    assert "Traceback" not in result.stderr
+    # every checkpoint kept is from before the failure: finite weights only
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    step = int(message.split(" at step ")[1].split()[0])
+    assert last["global_step"] == step - 1
+
+
+def test_non_finite_batches_can_be_skipped_and_counted(data_root, tmp_path):
+    import pytorch_lightning as pl
+
+    from ae_lightning import Autoencoder, ImageDataModule
+
+    class SometimesNaN(Autoencoder):
+        def training_step(self, batch, batch_idx=0):
+            terms = super().training_step(batch, batch_idx)
+            if batch_idx % 3 == 0:  # every third batch: a broken loss
+                terms = {k: v * float("nan") for k, v in terms.items()}
+            return terms
+
+    model = SometimesNaN(nonfinite="skip")
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.callback_metrics["train/skipped_batches"].item() == 4  # batches 0, 3, 6, 9 of the last epoch
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.callback_metrics["val/mse"] < 0.05  # and it still learned from the other batches
+
+
+def test_truncated_and_foreign_checkpoints_are_one_clear_error(data_root, tmp_path):
+    run = cli(
+        *fit_args(data_root, tmp_path / "run", "VariationalAutoencoder", "--trainer.max_epochs", "1"), cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(3000))
+    base = ["test", "--data.name", "mnist", "--data.root", str(data_root), *SMALL_DATA]
+    for path in (truncated, garbage):
+        result = cli(*base, "--model", "VariationalAutoencoder", "--ckpt_path", str(path), cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert (
+            f"ckpt_path='{path}' is not a readable ae-lightning checkpoint (truncated or corrupted?)" in result.stderr
+        )
+    result = cli(*base, "--model", "Autoencoder", "--ckpt_path", str(last), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "was written by VariationalAutoencoder, but the model asked for is Autoencoder" in result.stderr
+    result = cli(*base, "--model", "Autoencoder", "--ckpt_path", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
+    assert result.returncode == 2 and "missing.ckpt': no such file" in result.stderr
+    # the Python API refuses too
+    from ae_lightning import Autoencoder
+    from ae_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="written by VariationalAutoencoder, but the model is Autoencoder"):
+        Autoencoder.load_from_checkpoint(last, weights_only=True)
+    import pytorch_lightning as pl
+
+    from ae_lightning import ImageDataModule, VariationalAutoencoder
+
+    trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    trainer.fit(VariationalAutoencoder(), datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    with pytest.raises(ConfigError, match="written by VariationalAutoencoder, but the model is Autoencoder"):
+        Autoencoder.load_from_checkpoint(tmp_path / "plain.ckpt", weights_only=True)
+
+
+def test_checkpoints_load_with_weights_only(data_root, tmp_path):
+    run = cli(
+        *fit_args(
+            data_root,
+            tmp_path / "run",
+            "DenoisingAutoencoder",
+            "--trainer.max_epochs",
+            "1",
+            "--data.noise",
+            "{kind: masking, level: 0.2}",
+        ),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+        checkpoint = torch.load(path, weights_only=True)  # plain data only: no pickled classes
+        assert checkpoint["ae_lightning"]["variant"] == "DenoisingAutoencoder"
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A write that dies half-way leaves the previous file, never a half one (Lightning saves through an fsspec
+    transaction: a temporary file moved into place)."""
+    import fsspec.implementations.local as local
+    from lightning_fabric.utilities.cloud_io import _atomic_save
+
+    target = tmp_path / "last.ckpt"
+    _atomic_save({"version": 1}, target)
+
+    def dies(self, data):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(local.LocalFileOpener, "write", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _atomic_save({"version": 2, "payload": torch.zeros(1000)}, target)
+    assert torch.load(target, weights_only=True) == {"version": 1}
+
+    from ae_lightning.experiment import write_json_atomic
+
+    summary = tmp_path / "summary.json"
+    write_json_atomic(summary, {"runs": 1})
+    monkeypatch.setattr(Path, "write_text", lambda self, text: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_json_atomic(summary, {"runs": 2})
+    assert json.loads(summary.read_bytes()) == {"runs": 1}
+
+
+def test_secrets_never_reach_configs_logs_reports_or_wandb(data_root, tmp_path):
+    secret = "abcdef0123456789abcdef0123456789abcdef01"
+    suite = {
+        "name": "secrets",
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu"},
+        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20},
+        "wandb": {"mode": "offline"},
+        "variants": [{"name": "AE", "model": "Autoencoder"}],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    env = {**os.environ, "WANDB_API_KEY": secret}
+    result = subprocess.run(
+        [sys.executable, "-m", "ae_lightning", "compare", "suite.yaml", "--out", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert secret not in result.stdout + result.stderr
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_run_killed_by_the_kernel_is_reported_as_failed(tmp_path):
+    from ae_lightning.runner import describe_exit
+
+    (tmp_path / "log.txt").write_text("epoch 1/3 ...\nRuntimeError: CUDA out of memory\n")
+    assert describe_exit(-9, tmp_path / "log.txt") == "killed by signal 9 (out of memory?)"
+    assert describe_exit(1, tmp_path / "log.txt") == "exit code 1: RuntimeError: CUDA out of memory"
