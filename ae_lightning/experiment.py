@@ -153,11 +153,13 @@ def run(run_dir: Path) -> dict[str, Any]:
         enable_progress_bar=False,
         callbacks=[checkpoint, resume, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
     )
-    last = Path(resume.path)
-    if last.is_file():
+    # The newest of last.ckpt and a checkpoint Lightning wrote on SLURM's preemption signal (hpc_ckpt_<n>.ckpt).
+    candidates = [p for p in [Path(resume.path), *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    last = max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    if last is not None:
         print(f"resuming from {last}", flush=True)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
     fit_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
@@ -166,7 +168,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         "fit/samples_per_s": len(datamodule.splits["train"].labels) * trainer.current_epoch / fit_seconds,
         "fit/peak_mem_mb": peak_memory_mb(model.device),
     }
-    best = checkpoint.best_model_path or str(last)
+    best = checkpoint.best_model_path or resume.path
     state = torch.load(best, map_location=model.device, weights_only=True)["state_dict"]
     model.load_state_dict(state)
     settings = evaluation_settings(spec)

@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -227,11 +228,30 @@ def stream(process: subprocess.Popen, prefix: str, log_path: Path) -> None:
                 print(f"{prefix} {line.rstrip()}", flush=True)
 
 
-def execute(runs: list[Run], slots: Slots, total: int) -> None:
-    """Run every pending run, ``len(slots.envs)`` at a time, each in its own process."""
+def execute(runs: list[Run], slots: Slots, total: int) -> bool:
+    """Run every pending run, ``len(slots.envs)`` at a time, each in its own process. SIGUSR1 (SLURM's warning
+    before preemption) and SIGTERM are passed on to the runs; after SIGTERM no new run starts and the function
+    returns True (interrupted), leaving every unfinished run to resume from its checkpoint next time."""
     pending, active = list(runs), []
-    while pending or active:
-        while pending and slots.free:
+    stopping = []
+
+    def forward(signum, frame):
+        if signum == signal.SIGTERM:
+            stopping.append(signum)
+        for entry in active:
+            entry[2].send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        return _execute(pending, active, slots, total, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _execute(pending: list[Run], active: list, slots: Slots, total: int, stopping: list) -> bool:
+    while (pending and not stopping) or active:
+        while pending and slots.free and not stopping:
             run, slot = pending.pop(0), slots.free.pop(0)
             run.directory.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.directory / "spec.json", run.spec)
@@ -257,6 +277,9 @@ def execute(runs: list[Run], slots: Slots, total: int) -> None:
             reader.join()
             active.remove(entry)
             slots.free.append(slot)
+            if stopping:
+                print(f"{prefix} stopped by SIGTERM; it resumes from its checkpoint next time", flush=True)
+                continue
             run.result = result_of(run) or {}
             if process.returncode == 0 and run.result.get("status") == "done":
                 print(
@@ -268,6 +291,7 @@ def execute(runs: list[Run], slots: Slots, total: int) -> None:
             run.result = {"status": "failed", "error": error}
             write_json_atomic(run.directory / "result.json", run.result)
             print(f"{prefix} FAILED: {error} (log: {run.directory / 'log.txt'})", flush=True)
+    return bool(stopping)
 
 
 def describe_exit(returncode: int, log_path: Path) -> str:
@@ -306,6 +330,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=1, help="runs at once on CPU (default 1)")
     parser.add_argument("--ddp", action="store_true", help="with GPUs: each run on all GPUs (DDP), one after another")
     parser.add_argument("--wandb", choices=WANDB_MODES, default=None, help="W&B mode (default: the suite's, auto)")
+    parser.add_argument("--count", action="store_true", help="print the number of runs and exit")
+    parser.add_argument(
+        "--task-index",
+        type=int,
+        default=None,
+        help="run only run I (0-based; a SLURM array task), without writing the report",
+    )
+    parser.add_argument("--report-only", action="store_true", help="write summary and report from finished runs")
     args = parser.parse_args(argv)
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
@@ -320,25 +352,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     suite = load_suite(args.suite, args)
     out = args.out or Path("results") / suite["name"]
+    gpus = torch.cuda.device_count()
+    if args.count:  # for sizing a SLURM array
+        print(len(suite["variants"]) * len(suite["seeds"]))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "suite.json").read_text()) if (out / "suite.json").is_file() else {}
-    suite_id = previous.get("suite_id") or f"{suite['name']}-{datetime.now():%Y%m%d-%H%M%S}"
+    # Array tasks start at once: they agree on the id (the W&B group) through the array's job id.
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    suite_id = previous.get("suite_id") or (
+        f"{suite['name']}-slurm{array_job}" if array_job else f"{suite['name']}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
     suite["wandb"]["mode"] = resolve_wandb_mode(suite["wandb"]["mode"])
     write_json_atomic(out / "suite.json", {"suite_id": suite_id, "suite": copy.deepcopy(suite)})
-    gpus = torch.cuda.device_count()
     runs = plan_runs(suite, suite_id, out, gpus, args.ddp)
+    if args.task_index is not None:
+        if not 0 <= args.task_index < len(runs):
+            raise ConfigError(f"--task-index {args.task_index}: this suite has runs 0 to {len(runs) - 1}")
+        runs = [runs[args.task_index]]
     finished = [r for r in runs if (result_of(r) or {}).get("status") == "done"]
     for run in finished:
         print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
-    pending = [r for r in runs if r not in finished]
+    pending = [] if args.report_only else [r for r in runs if r not in finished]
     place = f"{gpus} GPU(s)" + (" with DDP" if args.ddp else "") if gpus else f"CPU, {args.parallel} at a time"
     print(
         f"suite {suite['name']} ({suite_id}): {len(runs)} runs, {len(pending)} to do, on {place}; "
         f"W&B {suite['wandb']['mode']}; results in {out}",
         flush=True,
     )
-    execute(pending, Slots(gpus, args.ddp, args.parallel), len(runs))
+    interrupted = execute(pending, Slots(gpus, args.ddp, args.parallel), len(runs))
+    if interrupted:  # SIGTERM (preemption, scancel): leave the runs to resume; record nothing as failed
+        return 128 + signal.SIGTERM
     records = records_of(runs)
+    if args.task_index is not None:  # one array task: the report job assembles the suite
+        return 0 if records[0]["status"] == "done" else 1
     write_json_atomic(out / "summary.json", records)
     write_report(out, suite, records)
     write_wandb_summary(out, suite, suite_id, records)

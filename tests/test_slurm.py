@@ -1,0 +1,186 @@
+"""Slow: the project's sbatch files on a real single-node SLURM cluster started here (scripts/slurm/local_cluster.sh):
+a 2-task DDP job, a suite as an array job plus its report, and a preemption (SIGUSR1) after which the job requeues,
+resumes from its checkpoint and ends with the step count of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+
+SLURM = REPO / "scripts" / "slurm"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("slurmctld") is None or os.geteuid() != 0,
+        reason="needs root and Debian's slurm-wlm + munge (CI installs them)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(
+        ["bash", str(SLURM / "local_cluster.sh"), "start", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    env = {
+        **os.environ,
+        "SLURM_CONF": str(directory / "slurm.conf"),
+        "PYTHONWARNINGS": "ignore",
+        "AE_LIGHTNING": str(Path(sys.executable).parent / "ae-lightning"),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+    }
+    yield env
+    subprocess.run(["bash", str(SLURM / "local_cluster.sh"), "stop", str(directory)], timeout=120)
+
+
+def submit(env: dict, cwd: Path, *args: str) -> str:
+    result = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def in_queue(env: dict, job: str) -> bool:
+    result = subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True)
+    return bool(result.stdout.strip())
+
+
+def wait_gone(env: dict, job: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while in_queue(env, job):
+        assert time.monotonic() < deadline, f"job {job} still queued or running"
+        time.sleep(1)
+
+
+def fit_args(data_root: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--data.name",
+        "mnist",
+        "--data.root",
+        str(data_root),
+        "--data.val_size",
+        "100",
+        "--data.download",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+
+
+def newest_last_checkpoint(run_dir: Path) -> dict:
+    path = max(run_dir.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return torch.load(path, weights_only=True)
+
+
+def test_two_task_ddp_job(cluster, data_root, tmp_path):
+    env = {**cluster, "RUN_DIR": str(tmp_path / "run")}
+    job = submit(
+        env,
+        tmp_path,
+        "--ntasks-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        str(SLURM / "run.sbatch"),
+        *fit_args(
+            data_root,
+            "--model",
+            "Autoencoder",
+            "--data.batch_size",
+            "25",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+        ),
+    )
+    wait_gone(env, job)
+    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
+    assert "1 node(s) x 2 task(s)" in output and "GLOBAL_RANK: 1, MEMBER: 2/2" in output, output[-3000:]
+    # 500 images, 2 ranks x 25 = 50 a step: 10 steps an epoch
+    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == 20
+    assert len(list((tmp_path / "run").rglob("last.ckpt"))) == 1
+
+
+def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
+    suite = {
+        "name": "array",
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu"},
+        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20, "iw_samples": 5, "iw_images": 20},
+        "wandb": {"mode": "offline"},
+        "variants": [{"name": "AE", "model": "Autoencoder"}, {"name": "VAE", "model": "VariationalAutoencoder"}],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    env = {**cluster, "SBATCH_ARGS": "--cpus-per-task=1"}
+    submitted = subprocess.run(
+        ["bash", str(SLURM / "submit_suite.sh"), "suite.yaml", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "(2 runs)" in submitted.stdout
+    report_job = submitted.stdout.split("report job ")[1].split(";")[0]
+    wait_gone(env, report_job)
+    out = tmp_path / "out"
+    records = json.loads((out / "summary.json").read_text())
+    assert [(r["variant"], r["status"]) for r in records] == [("AE", "done"), ("VAE", "done")]
+    suite_id = json.loads((out / "suite.json").read_text())["suite_id"]
+    assert suite_id.startswith("array-slurm")  # every array task agreed on one W&B group
+    for record in records:
+        spec = json.loads((tmp_path / record["run_dir"] / "spec.json").read_text())
+        assert spec["suite_id"] == suite_id
+    assert "| AE |" in (out / "report.md").read_text() and (out / "metrics.png").is_file()
+
+
+def test_preemption_requeues_and_resumes_to_the_same_final_step(cluster, data_root, tmp_path):
+    env = {**cluster, "RUN_DIR": str(tmp_path / "run")}
+    epochs = 60
+    args = fit_args(
+        data_root,
+        "--model",
+        "VariationalAutoencoder",
+        "--data.batch_size",
+        "50",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--resume_checkpoint.every_n_train_steps",
+        "20",
+    )
+    job = submit(env, tmp_path, "--cpus-per-task", "2", str(SLURM / "run.sbatch"), *args)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline and in_queue(env, job), "no checkpoint before the job ended"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    signalled = subprocess.run(["scancel", "--signal=USR1", job], env=env, capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    wait_gone(env, job, timeout=900)
+    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
+    assert "(restart 1)" in output, output[-4000:]  # requeued once by Lightning on SIGUSR1
+    hpc = list((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
+    assert hpc, "Lightning saved no checkpoint on SIGUSR1"
+    interrupted_at = torch.load(hpc[0], weights_only=True)["global_step"]
+    assert 0 < interrupted_at < epochs * 10
+    assert "Restored all states from the checkpoint" in output
+    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == epochs * 10  # as an uninterrupted run
