@@ -1,0 +1,206 @@
+"""Training speed of ae-lightning against a minimal hand-written PyTorch loop, and each variant's step cost.
+
+    python scripts/benchmark.py                      # MLP AE 784-512-256-32, Fashion-MNIST, batch 128, Adam
+    python scripts/benchmark.py --rounds 5 --json benchmarks/results.json
+
+In one process, in alternating rounds, it times one training epoch of (a) this framework's ``Trainer.fit`` (logging
+to CSV every 50 steps, as a user runs it; no validation, which the loop does not do either) and (b) a hand-written
+loop with the same network, optimizer, batch size and data (a preloaded float tensor sliced by a per-epoch
+permutation), and reports samples/s of each and their ratio (median and range over rounds). Then the step time of
+every variant relative to the plain AE, and the peak resident memory of a full-epoch fit of each, measured in
+fresh processes. Runs on CUDA when present, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from ae_lightning import VARIANTS, ImageDataModule
+from ae_lightning.variants.base import AutoencoderBase
+
+BATCH_SIZE = 128
+
+
+def data_module(root: str, noise: dict | None = None) -> ImageDataModule:
+    dm = ImageDataModule(name="fashion_mnist", root=root, download=True, batch_size=BATCH_SIZE, val_size=0,
+                         noise=noise)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+class EpochTimer(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.started
+
+
+def framework_epoch(model: AutoencoderBase, dm: ImageDataModule, max_steps: int = -1) -> tuple[float, int]:
+    """Seconds and samples of one training epoch through ``Trainer.fit``."""
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as log_dir:
+        trainer = pl.Trainer(max_epochs=1, max_steps=max_steps, accelerator="auto", devices=1,
+                             logger=CSVLogger(log_dir), enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[timer], log_every_n_steps=50)
+        trainer.fit(model, datamodule=dm)
+    return timer.seconds, trainer.global_step * BATCH_SIZE
+
+
+def hand_written_epoch(model: AutoencoderBase, images: torch.Tensor, device: torch.device, seed: int) -> float:
+    """The reference: preloaded float tensor, index slicing, forward, MSE, backward, step. Nothing else."""
+    encoder, decoder = model.encoder.to(device), model.decoder.to(device)
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *decoder.parameters()], lr=1e-3, weight_decay=0.0)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(device)
+    started = time.perf_counter()
+    for index in order.split(BATCH_SIZE):
+        x = images[index]
+        loss = torch.nn.functional.mse_loss(torch.sigmoid(decoder(encoder(x))), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def compare_with_loop(dm: ImageDataModule, rounds: int) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = (dm.splits["train"].images.float() / 255).to(device)
+    framework, loop = [], []
+    for round_index in range(rounds):
+        order = ("framework", "loop") if round_index % 2 == 0 else ("loop", "framework")
+        for which in order:
+            pl.seed_everything(round_index, verbose=False)
+            model = VARIANTS["Autoencoder"]()
+            if which == "framework":
+                seconds, samples = framework_epoch(model, dm)
+                framework.append(samples / seconds)
+            else:
+                loop.append(len(images) / hand_written_epoch(model, images, device, round_index))
+        print(f"round {round_index + 1}/{rounds}: framework {framework[-1]:.0f} samples/s, "
+              f"loop {loop[-1]:.0f} samples/s, ratio {framework[-1] / loop[-1]:.3f}", flush=True)
+    ratios = [f / h for f, h in zip(framework, loop)]
+    return {"framework_samples_per_s": summary(framework), "loop_samples_per_s": summary(loop),
+            "ratio": summary(ratios)}
+
+
+VARIANT_SETTINGS = {
+    "Autoencoder": {},
+    "DenoisingAutoencoder": {},
+    "SparseAutoencoder (l1)": {"penalty": "l1"},
+    "SparseAutoencoder (kl)": {"penalty": "kl"},
+    "SparseAutoencoder (topk)": {"penalty": "topk"},
+    "DropoutAutoencoder": {},
+    "ContractiveAutoencoder (estimate)": {"jacobian": "estimate"},
+    "ContractiveAutoencoder (exact)": {"jacobian": "exact"},
+    "VariationalAutoencoder": {},
+}
+
+
+def step_seconds(name: str, kwargs: dict, steps: int, root: str) -> float:
+    model = VARIANTS[name.split(" ")[0]](**kwargs)
+    noise = {"kind": "gaussian", "level": 0.3} if name.startswith("Denoising") else None
+    seconds, samples = framework_epoch(model, data_module(root, noise), max_steps=steps)
+    return seconds / (samples / BATCH_SIZE)
+
+
+def variant_ratios(root: str, steps: int, rounds: int) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in VARIANT_SETTINGS}
+    times["Autoencoder (single layer)"], times["ContractiveAutoencoder (closed form)"] = [], []
+    for _ in range(rounds):
+        for name, kwargs in VARIANT_SETTINGS.items():
+            times[name].append(step_seconds(name, kwargs, steps if "exact" not in name else steps // 10, root))
+        single = {"hidden_dims": [], "latent_dim": 256}
+        times["Autoencoder (single layer)"].append(step_seconds("Autoencoder", single, steps, root))
+        times["ContractiveAutoencoder (closed form)"].append(step_seconds("ContractiveAutoencoder", single, steps, root))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result = {name: {"step_ms": 1000 * t, "ratio_to_ae": t / medians["Autoencoder"]} for name, t in medians.items()}
+    result["ContractiveAutoencoder (closed form)"]["ratio_to_ae"] = (
+        medians["ContractiveAutoencoder (closed form)"] / medians["Autoencoder (single layer)"])
+    result["ContractiveAutoencoder (closed form)"]["compared_with"] = "Autoencoder (single layer)"
+    return result
+
+
+def peak_rss_child(which: str, root: str) -> None:
+    """One full epoch in this fresh process, then print its peak resident set in MiB."""
+    pl.seed_everything(0, verbose=False)
+    dm = data_module(root)
+    model = VARIANTS["Autoencoder"]()
+    if which == "framework":
+        framework_epoch(model, dm)
+    else:
+        images = dm.splits["train"].images.float() / 255
+        dm.splits.clear()
+        hand_written_epoch(model, images, torch.device("cpu"), 0)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_rss(root: str) -> dict:
+    result = {}
+    for which in ("loop", "framework"):
+        output = subprocess.run([sys.executable, __file__, "--root", root, "--rss-child", which],
+                                capture_output=True, text=True, check=True).stdout
+        result[which] = float(output.strip().splitlines()[-1])
+    result["ratio"] = result["framework"] / result["loop"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="data", help="data directory (torchvision layout)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (framework vs loop)")
+    parser.add_argument("--variant-steps", type=int, default=200, help="steps timed per variant")
+    parser.add_argument("--variant-rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--rss-child", choices=["framework", "loop"], default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        peak_rss_child(args.rss_child, args.root)
+        return
+    torch.set_float32_matmul_precision("high")
+    results = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": torch.get_num_threads(), "torch": torch.__version__, "lightning": pl.__version__,
+                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "command": " ".join(sys.argv),
+        "framework_vs_loop": compare_with_loop(data_module(args.root), args.rounds),
+        "variants": variant_ratios(args.root, args.variant_steps, args.variant_rounds),
+        "peak_rss_mb": peak_rss(args.root),
+    }
+    loop = results["framework_vs_loop"]
+    print(f"\nframework / hand-written loop: {loop['ratio']['median']:.3f} "
+          f"(range {loop['ratio']['min']:.3f}-{loop['ratio']['max']:.3f}); "
+          f"framework {loop['framework_samples_per_s']['median']:.0f} samples/s, "
+          f"loop {loop['loop_samples_per_s']['median']:.0f} samples/s")
+    for name, row in results["variants"].items():
+        print(f"{name:40s} {row['step_ms']:8.2f} ms/step  {row['ratio_to_ae']:.2f} x "
+              f"{row.get('compared_with', 'Autoencoder')}")
+    rss = results["peak_rss_mb"]
+    print(f"peak RSS of a full epoch: framework {rss['framework']:.0f} MiB, loop {rss['loop']:.0f} MiB "
+          f"({rss['ratio']:.3f} x)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
