@@ -35,8 +35,7 @@ BATCH_SIZE = 128
 
 
 def data_module(root: str, noise: dict | None = None) -> ImageDataModule:
-    dm = ImageDataModule(name="fashion_mnist", root=root, download=True, batch_size=BATCH_SIZE, val_size=0,
-                         noise=noise)
+    dm = ImageDataModule(name="fashion_mnist", root=root, download=True, batch_size=BATCH_SIZE, val_size=0, noise=noise)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -54,9 +53,18 @@ def framework_epoch(model: AutoencoderBase, dm: ImageDataModule, max_steps: int 
     """Seconds and samples of one training epoch through ``Trainer.fit``."""
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as log_dir:
-        trainer = pl.Trainer(max_epochs=1, max_steps=max_steps, accelerator="auto", devices=1,
-                             logger=CSVLogger(log_dir), enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, callbacks=[timer], log_every_n_steps=50)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            max_steps=max_steps,
+            accelerator="auto",
+            devices=1,
+            logger=CSVLogger(log_dir),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            log_every_n_steps=50,
+        )
         trainer.fit(model, datamodule=dm)
     return timer.seconds, trainer.global_step * BATCH_SIZE
 
@@ -96,11 +104,17 @@ def compare_with_loop(dm: ImageDataModule, rounds: int) -> dict:
                 framework.append(samples / seconds)
             else:
                 loop.append(len(images) / hand_written_epoch(model, images, device, round_index))
-        print(f"round {round_index + 1}/{rounds}: framework {framework[-1]:.0f} samples/s, "
-              f"loop {loop[-1]:.0f} samples/s, ratio {framework[-1] / loop[-1]:.3f}", flush=True)
+        print(
+            f"round {round_index + 1}/{rounds}: framework {framework[-1]:.0f} samples/s, "
+            f"loop {loop[-1]:.0f} samples/s, ratio {framework[-1] / loop[-1]:.3f}",
+            flush=True,
+        )
     ratios = [f / h for f, h in zip(framework, loop)]
-    return {"framework_samples_per_s": summary(framework), "loop_samples_per_s": summary(loop),
-            "ratio": summary(ratios)}
+    return {
+        "framework_samples_per_s": summary(framework),
+        "loop_samples_per_s": summary(loop),
+        "ratio": summary(ratios),
+    }
 
 
 VARIANT_SETTINGS = {
@@ -128,14 +142,17 @@ def variant_ratios(root: str, steps: int, rounds: int) -> dict:
     times["Autoencoder (single layer)"], times["ContractiveAutoencoder (closed form)"] = [], []
     for _ in range(rounds):
         for name, kwargs in VARIANT_SETTINGS.items():
-            times[name].append(step_seconds(name, kwargs, steps if "exact" not in name else steps // 10, root))
+            times[name].append(step_seconds(name, kwargs, steps if "exact" not in name else max(2, steps // 10), root))
         single = {"hidden_dims": [], "latent_dim": 256}
         times["Autoencoder (single layer)"].append(step_seconds("Autoencoder", single, steps, root))
-        times["ContractiveAutoencoder (closed form)"].append(step_seconds("ContractiveAutoencoder", single, steps, root))
+        times["ContractiveAutoencoder (closed form)"].append(
+            step_seconds("ContractiveAutoencoder", single, steps, root)
+        )
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {name: {"step_ms": 1000 * t, "ratio_to_ae": t / medians["Autoencoder"]} for name, t in medians.items()}
     result["ContractiveAutoencoder (closed form)"]["ratio_to_ae"] = (
-        medians["ContractiveAutoencoder (closed form)"] / medians["Autoencoder (single layer)"])
+        medians["ContractiveAutoencoder (closed form)"] / medians["Autoencoder (single layer)"]
+    )
     result["ContractiveAutoencoder (closed form)"]["compared_with"] = "Autoencoder (single layer)"
     return result
 
@@ -157,8 +174,9 @@ def peak_rss_child(which: str, root: str) -> None:
 def peak_rss(root: str) -> dict:
     result = {}
     for which in ("loop", "framework"):
-        output = subprocess.run([sys.executable, __file__, "--root", root, "--rss-child", which],
-                                capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(
+            [sys.executable, __file__, "--root", root, "--rss-child", which], capture_output=True, text=True, check=True
+        ).stdout
         result[which] = float(output.strip().splitlines()[-1])
     result["ratio"] = result["framework"] / result["loop"]
     return result
@@ -178,25 +196,36 @@ def main() -> None:
         return
     torch.set_float32_matmul_precision("high")
     results = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": torch.get_num_threads(), "torch": torch.__version__, "lightning": pl.__version__,
-                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "lightning": pl.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
         "command": " ".join(sys.argv),
         "framework_vs_loop": compare_with_loop(data_module(args.root), args.rounds),
         "variants": variant_ratios(args.root, args.variant_steps, args.variant_rounds),
         "peak_rss_mb": peak_rss(args.root),
     }
     loop = results["framework_vs_loop"]
-    print(f"\nframework / hand-written loop: {loop['ratio']['median']:.3f} "
-          f"(range {loop['ratio']['min']:.3f}-{loop['ratio']['max']:.3f}); "
-          f"framework {loop['framework_samples_per_s']['median']:.0f} samples/s, "
-          f"loop {loop['loop_samples_per_s']['median']:.0f} samples/s")
+    print(
+        f"\nframework / hand-written loop: {loop['ratio']['median']:.3f} "
+        f"(range {loop['ratio']['min']:.3f}-{loop['ratio']['max']:.3f}); "
+        f"framework {loop['framework_samples_per_s']['median']:.0f} samples/s, "
+        f"loop {loop['loop_samples_per_s']['median']:.0f} samples/s"
+    )
     for name, row in results["variants"].items():
-        print(f"{name:40s} {row['step_ms']:8.2f} ms/step  {row['ratio_to_ae']:.2f} x "
-              f"{row.get('compared_with', 'Autoencoder')}")
+        print(
+            f"{name:40s} {row['step_ms']:8.2f} ms/step  {row['ratio_to_ae']:.2f} x "
+            f"{row.get('compared_with', 'Autoencoder')}"
+        )
     rss = results["peak_rss_mb"]
-    print(f"peak RSS of a full epoch: framework {rss['framework']:.0f} MiB, loop {rss['loop']:.0f} MiB "
-          f"({rss['ratio']:.3f} x)")
+    print(
+        f"peak RSS of a full epoch: framework {rss['framework']:.0f} MiB, loop {rss['loop']:.0f} MiB "
+        f"({rss['ratio']:.3f} x)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,0 +1,125 @@
+"""The fast paths are the same maths: the fused Jacobian-vector product, GPU options, and the benchmark script runs.
+(Speed itself is measured by scripts/benchmark.py, not asserted in tests.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ae_lightning import Autoencoder, ContractiveAutoencoder, ImageDataModule
+from ae_lightning.variants.contractive import encode_with_jvp, supports_fused_jvp
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"input_shape": (3, 32, 32)}, {"hidden_dims": []}], ids=["mlp", "conv", "rifai"]
+)
+def test_fused_jvp_equals_torch_func(kwargs):
+    torch.manual_seed(0)
+    model = ContractiveAutoencoder(**kwargs)
+    assert supports_fused_jvp(model.encoder)
+    x = torch.rand(5, *model.input_shape)
+    v = torch.randn_like(x)
+    z, jv = encode_with_jvp(model.encoder, x, v)
+    z_ref, jv_ref = torch.func.jvp(model.encoder, (x,), (v,))
+    assert torch.allclose(z, z_ref, atol=1e-6) and torch.allclose(jv, jv_ref, rtol=1e-4, atol=1e-5)
+    # and its gradient with respect to the weights is the same as through torch.func
+    grads = []
+    for compute in (
+        lambda: encode_with_jvp(model.encoder, x, v)[1],
+        lambda: torch.func.jvp(model.encoder, (x,), (v,))[1],
+    ):
+        model.zero_grad()
+        compute().pow(2).sum().backward()
+        grads.append(
+            torch.cat(
+                [
+                    torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten()
+                    for p in model.encoder.parameters()
+                ]
+            )
+        )
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_estimate_shares_the_encoder_pass_and_works_under_inference_mode():
+    model = ContractiveAutoencoder(jacobian="estimate", contractive_weight=1.0)
+    x = torch.rand(8, 1, 28, 28)
+    z, penalty = model.code_and_jacobian_frobenius(x)
+    assert torch.allclose(z, model.encode(x)) and penalty.shape == (8,)
+    model.eval()
+    with torch.inference_mode():
+        z, penalty = model.code_and_jacobian_frobenius(x)
+    assert (penalty > 0).all()
+
+
+def test_channels_last_conv_networks(data_root):
+    model = Autoencoder(input_shape=(3, 32, 32), channels_last=True)
+    dm = ImageDataModule(name="cifar10", root=str(data_root), download=False, val_size=50, batch_size=25)
+    trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    conv = model.encoder[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.global_step == 1
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_and_keep_checkpoint_keys(data_root):
+    torch.manual_seed(0)
+    model = Autoencoder(compile_networks=True, hidden_dims=[64], latent_dim=8)
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    trainer = pl.Trainer(
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 3
+    assert torch.isfinite(torch.tensor(trainer.validate(model, datamodule=dm, verbose=False)[0]["val/mse"]))
+    assert set(model.state_dict()) == set(Autoencoder(hidden_dims=[64], latent_dim=8).state_dict())
+
+
+@pytest.mark.slow
+def test_benchmark_script_reports_every_number(data_root, tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark.py"),
+            "--root",
+            str(data_root),
+            "--rounds",
+            "2",
+            "--variant-steps",
+            "4",
+            "--variant-rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    ratio = report["framework_vs_loop"]["ratio"]
+    assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert {
+        "Autoencoder",
+        "ContractiveAutoencoder (estimate)",
+        "ContractiveAutoencoder (closed form)",
+        "VariationalAutoencoder",
+        "DropoutAutoencoder",
+    } <= set(report["variants"])
+    assert report["peak_rss_mb"]["framework"] > 0 and report["peak_rss_mb"]["loop"] > 0
+    assert "framework / hand-written loop:" in result.stdout
