@@ -85,14 +85,23 @@ def test_every_trainer_config_runs_a_step(config, data_root, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(list(tmp_path.glob("runs/lightning_logs/version_0/checkpoints/last.ckpt"))) == 1
         return
-    extra = ("--trainer.accelerator", "cpu", "--trainer.strategy", "auto", "--trainer.devices", "1")
+    extra = (
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.devices",
+        "1",
+        "--trainer.num_nodes",
+        "1",
+    )
     one_step(
         data_root,
         tmp_path,
         config,
         CONFIGS / "model" / "autoencoder.yaml",
         CONFIGS / "data" / "mnist.yaml",
-        extra=extra if config.stem in ("gpu", "ddp") else (),
+        extra=extra if config.stem in ("gpu", "ddp", "multinode") else (),
     )
 
 

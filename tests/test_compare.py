@@ -224,3 +224,23 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
         )
         trainer.fit(model, datamodule=dm)
         assert trainer.global_step == 1, run.variant
+
+
+def test_wandb_failures_never_fail_a_run(tmp_path, capsys, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from ae_lightning.experiment import TolerantWandbLogger
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", broken)
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", broken)
+    logger = TolerantWandbLogger(project="p", mode="disabled", save_dir=str(tmp_path))
+    logger.log_hyperparams({"a": 1})
+    logger.log_metrics({"train/loss": 1.0}, step=1)  # switched off after the first failure: no second warning
+    assert logger.failed
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: W&B")]
+    assert warnings == [
+        "warning: W&B disabled for this run after an error in log_hyperparams: api.wandb.ai unreachable"
+    ]
