@@ -28,7 +28,7 @@ from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
 from ae_lightning.variants.vae import kl_to_standard_normal
 
-BATTERY_KEYS = (
+RECONSTRUCTION_KEYS = (
     "test/mse",
     "test/psnr",
     "test/ssim",
@@ -36,12 +36,9 @@ BATTERY_KEYS = (
     "test/noisy_psnr",
     "test/noisy_ssim",
     "probe/accuracy",
-    "test/jacobian_fro",
-    "test/code_sparsity",
-    "test/elbo",
-    "test/nll_iw",
-    "test/active_units",
 )
+STRUCTURE_KEYS = ("test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units")
+BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS
 
 
 @dataclass

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
-from ae_lightning.evaluation.battery import BATTERY_KEYS
+from ae_lightning.evaluation.battery import BATTERY_KEYS, RECONSTRUCTION_KEYS, STRUCTURE_KEYS
 
 FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
 METRIC_KEYS = BATTERY_KEYS + FIT_KEYS
@@ -220,16 +220,6 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
-    quality = [
-        "test/mse",
-        "test/psnr",
-        "test/ssim",
-        "test/noisy_mse",
-        "test/noisy_psnr",
-        "test/noisy_ssim",
-        "probe/accuracy",
-    ]
-    structure = ["test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units"]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
@@ -240,11 +230,11 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         "",
         "## Reconstruction, denoising, linear probe",
         "",
-        markdown_table(table, quality),
+        markdown_table(table, list(RECONSTRUCTION_KEYS)),
         "",
         "## Structure of the code",
         "",
-        markdown_table(table, structure),
+        markdown_table(table, list(STRUCTURE_KEYS)),
         "",
         "## Cost of the fit",
         "",
