@@ -244,3 +244,36 @@ def test_wandb_failures_never_fail_a_run(tmp_path, capsys, monkeypatch):
     assert warnings == [
         "warning: W&B disabled for this run after an error in log_hyperparams: api.wandb.ai unreachable"
     ]
+
+
+def test_placement_one_run_per_gpu_or_ddp_or_parallel_cpu(tmp_path, data_root):
+    from argparse import Namespace
+
+    from ae_lightning.runner import Slots, load_suite, plan_runs
+
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in Slots(gpus=3, ddp=False, parallel=1).envs] == ["0", "1", "2"]
+    assert Slots(gpus=4, ddp=True, parallel=1).envs == [{}]  # one run at a time, on every GPU
+    cpu = Slots(gpus=0, ddp=False, parallel=2).envs
+    assert len(cpu) == 2 and all(int(e["OMP_NUM_THREADS"]) >= 1 for e in cpu)
+    overrides = Namespace(epochs=3, data_root=str(data_root), seeds=[0, 1], wandb="disabled", only=None)
+    suite = load_suite(suite_file(tmp_path, data_root, ALL_SIX[:2]), overrides)
+    runs = plan_runs(suite, "sid", tmp_path, gpus=4, ddp=True)
+    assert [(r.variant, r.seed) for r in runs] == [("AE", 0), ("AE", 1), ("DAE", 0), ("DAE", 1)]
+    assert all(r.spec["trainer"]["devices"] == -1 and r.spec["trainer"]["strategy"] == "ddp" for r in runs)
+    assert all(r.spec["trainer"]["max_epochs"] == 3 and r.spec["suite_id"] == "sid" for r in runs)
+    single = plan_runs(suite, "sid", tmp_path, gpus=0, ddp=False)[0].spec["trainer"]
+    assert single["devices"] == 1 and "strategy" not in single
+
+
+def test_wandb_mode_auto(monkeypatch):
+    from ae_lightning.runner import resolve_wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", "/nonexistent")
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    assert resolve_wandb_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_wandb_mode("auto") == "offline"
