@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on compute nodes
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid
 
@@ -102,23 +103,29 @@ class ImagePanels(pl.Callback):
         plt.close(figure)
 
 
-class ResumeCheckpoint(pl.Callback):
+class ResumeCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` steps and at every epoch end, so a killed
     or preempted run loses at most that many steps. Resuming from it (``--ckpt_path …/last.ckpt``) is exact: the
     data order, the position in the epoch and the random state are in the checkpoint. Lightning writes checkpoints
     through an fsspec transaction (a temporary file renamed into place), so a kill mid-write leaves the previous
     ``last.ckpt`` intact."""
 
-    def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
+    def __init__(
+        self, every_n_train_steps: int = 500, dirpath: str | None = None, save_on_epoch_end: bool = True
+    ) -> None:
         if every_n_train_steps < 1:
             raise ConfigError(f"resume_checkpoint.every_n_train_steps={every_n_train_steps} must be >= 1")
-        self.every_n_train_steps, self.dirpath = every_n_train_steps, dirpath
+        self.every_n_train_steps, self.dirpath, self.save_on_epoch_end = every_n_train_steps, dirpath, save_on_epoch_end
 
     @property
     def path(self) -> str:
         return os.path.join(self.dirpath, "last.ckpt")
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        best_checkpoints = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ModelCheckpoint)]
+        if best_checkpoints and trainer.callbacks.index(self) < max(best_checkpoints):
+            # Its epoch-end checkpoint must record the best checkpoint ModelCheckpoint has just written.
+            raise ConfigError("ResumeCheckpoint must come after ModelCheckpoint in the trainer's callbacks")
         if self.dirpath is None:
             best = trainer.checkpoint_callback
             base = getattr(best, "dirpath", None) or os.path.join(
@@ -133,4 +140,7 @@ class ResumeCheckpoint(pl.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizer, loops, RNG
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizer, loops, RNG
+        # A Checkpoint subclass, so Lightning runs it after ModelCheckpoint: the state saved here knows this
+        # epoch's best checkpoint.
+        if self.save_on_epoch_end:
+            trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizer, loops, RNG

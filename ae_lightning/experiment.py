@@ -168,7 +168,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         "fit/samples_per_s": len(datamodule.splits["train"].labels) * trainer.current_epoch / fit_seconds,
         "fit/peak_mem_mb": peak_memory_mb(model.device),
     }
-    best = checkpoint.best_model_path or resume.path
+    best = checkpoint.best_model_path if Path(checkpoint.best_model_path or "").is_file() else resume.path
     state = torch.load(best, map_location=model.device, weights_only=True)["state_dict"]
     model.load_state_dict(state)
     settings = evaluation_settings(spec)

@@ -69,14 +69,17 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, da
     whole = cli(*fit_args(data_root, tmp_path / "whole", model, *extra), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
+    # The run that dies writes step checkpoints only (every 7 steps), so the one it resumes from is mid-epoch.
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    process = start(fit_args(data_root, tmp_path / "killed", model, *extra), cwd=tmp_path)
+    process = start(
+        fit_args(data_root, tmp_path / "killed", model, *extra, "--resume_checkpoint.save_on_epoch_end", "false"),
+        cwd=tmp_path,
+    )
     wait_for(last, process)
-    time.sleep(0.3)  # let it train on past the checkpoint before it dies
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     interrupted_at = torch.load(last, weights_only=True)["global_step"]
-    assert 0 < interrupted_at < 120 and interrupted_at % 10 != 0  # mid-epoch, mid-run
+    assert interrupted_at % 7 == 0 and interrupted_at % 10 != 0 and interrupted_at < 120  # mid-epoch, mid-run
 
     resumed = cli(*fit_args(data_root, tmp_path / "killed", model, *extra, "--ckpt_path", str(last)), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -306,3 +309,27 @@ def test_a_run_killed_by_the_kernel_is_reported_as_failed(tmp_path):
     (tmp_path / "log.txt").write_text("epoch 1/3 ...\nRuntimeError: CUDA out of memory\n")
     assert describe_exit(-9, tmp_path / "log.txt") == "killed by signal 9 (out of memory?)"
     assert describe_exit(1, tmp_path / "log.txt") == "exit code 1: RuntimeError: CUDA out of memory"
+
+
+def test_last_checkpoint_knows_the_best_checkpoint_of_its_epoch(data_root, tmp_path):
+    """The resume checkpoint is written after ModelCheckpoint at epoch end, so a resumed (or finished and re-run)
+    run finds the best checkpoint that really exists."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from ae_lightning import Autoencoder, ImageDataModule
+    from ae_lightning.callbacks import ResumeCheckpoint
+
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss")
+    resume = ResumeCheckpoint(every_n_train_steps=1000, dirpath=str(tmp_path))
+    with pytest.raises(Exception, match="must come after ModelCheckpoint"):
+        pl.Trainer(max_epochs=1, logger=False, callbacks=[resume, best]).fit(Autoencoder(), datamodule=dm)
+    trainer = pl.Trainer(
+        max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[best, resume]
+    )
+    trainer.fit(Autoencoder(), datamodule=dm)
+    state = torch.load(resume.path, weights_only=True)["callbacks"]
+    (saved,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert saved["best_model_path"] == best.best_model_path and Path(saved["best_model_path"]).is_file()
+    assert trainer.checkpoint_callback is best
