@@ -104,6 +104,12 @@ def check_checkpoint(ckpt_path: str | None, model_config) -> None:
         )
 
 
+COMPARE_EPILOG = (
+    "compare: ae-lightning compare SUITE.yaml [--out DIR] trains every variant of a suite side by side and writes "
+    "the report; see ae-lightning compare --help."
+)
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
     return AutoencoderCLI(
         AutoencoderBase,
@@ -114,6 +120,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
             "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
         },
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": COMPARE_EPILOG},
         args=args,
         run=run,
     )

@@ -229,3 +229,11 @@ def test_missing_data_offline_is_one_clear_error(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "mnist: data files not found in" in result.stderr and "train-images-idx3-ubyte" in result.stderr
+
+
+def test_help_lists_compare(tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "ae-lightning compare SUITE.yaml" in result.stdout
+    assert "{fit,validate,test,predict}" in result.stdout
+    result = cli("compare", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--task-index" in result.stdout and "--report-only" in result.stdout
