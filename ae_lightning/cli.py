@@ -9,7 +9,6 @@ The model's ``input_shape`` is linked from ``data.image_shape``, so it is never 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from ae_lightning.callbacks import ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError, DataNotFoundError, NonFiniteLossError
+from ae_lightning.files import atomic_path
 from ae_lightning.variants import AutoencoderBase
 
 # Errors the user can act on: printed as one line (no traceback), with this exit code.
@@ -27,12 +27,8 @@ USER_ERRORS = {ConfigError: 2, DataNotFoundError: 2, NonFiniteLossError: 3}
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """Write to a temporary file beside ``path`` and rename it: a kill mid-write never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)
 
 
 class PredictionWriter(BasePredictionWriter):

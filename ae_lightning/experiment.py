@@ -29,16 +29,15 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from ae_lightning.callbacks import EpochLine, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.files import atomic_path
 from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
 
 EXAMPLE_IMAGES = 8
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file and rename: a kill mid-write never leaves a half file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, default=str))
 
 
 class TolerantWandbLogger(WandbLogger):

@@ -19,3 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 def data_root(tmp_path_factory) -> Path:
     """MNIST, Fashion-MNIST and CIFAR-10 in torchvision's layout, small (600 train / 200 test images)."""
     return make_data_root(tmp_path_factory.mktemp("data"))
+
+
+def write_small_suite(
+    path: Path, data_root: Path, name: str, variants: list[dict], epochs: int, wandb_mode: str, **extra
+) -> Path:
+    """A suite on the generated MNIST with a cheap evaluation battery, written to ``path``."""
+    import yaml
+
+    suite = {
+        "name": name,
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
+        "trainer": {"max_epochs": epochs, "accelerator": "cpu"},
+        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20, "iw_samples": 5, "iw_images": 20},
+        "wandb": {"mode": wandb_mode},
+        "variants": variants,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(suite))
+    return path

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from conftest import write_small_suite
 from test_cli import SMALL_DATA, cli
 
 
@@ -93,19 +93,19 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, da
 
 
 def test_interrupted_suite_keeps_finished_runs_and_resumes_the_interrupted_one(data_root, tmp_path):
-    suite = {
-        "name": "interrupted",
-        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
-        "trainer": {"max_epochs": 40, "accelerator": "cpu"},
-        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20, "iw_samples": 5, "iw_images": 20},
-        "wandb": {"mode": "disabled"},
-        "checkpoint_every_n_steps": 25,
-        "variants": [
-            {"name": "short", "model": "Autoencoder", "trainer": {"max_epochs": 1}},
-            {"name": "long", "model": "VariationalAutoencoder"},
-        ],
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    variants = [
+        {"name": "short", "model": "Autoencoder", "trainer": {"max_epochs": 1}},
+        {"name": "long", "model": "VariationalAutoencoder"},
+    ]
+    write_small_suite(
+        tmp_path / "suite.yaml",
+        data_root,
+        "interrupted",
+        variants,
+        epochs=40,
+        wandb_mode="disabled",
+        checkpoint_every_n_steps=25,
+    )
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     runner = subprocess.Popen(
@@ -278,15 +278,14 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 def test_secrets_never_reach_configs_logs_reports_or_wandb(data_root, tmp_path):
     secret = "abcdef0123456789abcdef0123456789abcdef01"
-    suite = {
-        "name": "secrets",
-        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu"},
-        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20},
-        "wandb": {"mode": "offline"},
-        "variants": [{"name": "AE", "model": "Autoencoder"}],
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    write_small_suite(
+        tmp_path / "suite.yaml",
+        data_root,
+        "secrets",
+        [{"name": "AE", "model": "Autoencoder"}],
+        epochs=1,
+        wandb_mode="offline",
+    )
     env = {**os.environ, "WANDB_API_KEY": secret}
     result = subprocess.run(
         [sys.executable, "-m", "ae_lightning", "compare", "suite.yaml", "--out", "out"],

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import REPO, write_small_suite
 
 SLURM = REPO / "scripts" / "slurm"
 pytestmark = [
@@ -120,15 +119,8 @@ def test_two_task_ddp_job(cluster, data_root, tmp_path):
 
 
 def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
-    suite = {
-        "name": "array",
-        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu"},
-        "evaluation": {"probe_train_samples": 200, "jacobian_samples": 20, "iw_samples": 5, "iw_images": 20},
-        "wandb": {"mode": "offline"},
-        "variants": [{"name": "AE", "model": "Autoencoder"}, {"name": "VAE", "model": "VariationalAutoencoder"}],
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    variants = [{"name": "AE", "model": "Autoencoder"}, {"name": "VAE", "model": "VariationalAutoencoder"}]
+    write_small_suite(tmp_path / "suite.yaml", data_root, "array", variants, epochs=2, wandb_mode="offline")
     env = {**cluster, "SBATCH_ARGS": "--cpus-per-task=1"}
     submitted = subprocess.run(
         ["bash", str(SLURM / "submit_suite.sh"), "suite.yaml", "out"],

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from ae_lightning.errors import ConfigError, DataNotFoundError
+from ae_lightning.files import atomic_path
 
 # Debian's dataset-fashion-mnist installs the original gzipped IDX files here.
 DEBIAN_FASHION_MNIST = Path(os.environ.get("AE_LIGHTNING_DEBIAN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -105,10 +106,8 @@ def _install_debian_fashion_mnist(root: Path) -> bool:
         out = target / gz.stem
         if out.is_file():
             continue
-        partial = out.with_suffix(".partial")
-        with gzip.open(gz, "rb") as src, open(partial, "wb") as dst:
+        with atomic_path(out) as partial, gzip.open(gz, "rb") as src, open(partial, "wb") as dst:
             dst.write(src.read())
-        os.replace(partial, out)  # atomic: a killed copy never leaves a half file under the final name
     return True
 
 
