@@ -60,6 +60,18 @@ class EpochPermutation:
         return len(self.indices())
 
 
+def as_words(images: Tensor) -> Tensor:
+    """The images as rows of 64-bit words (a view, where each image's bytes divide by 8; else rows of bytes).
+
+    Gathering a batch of uint8 images word by word is ~5x faster on a CPU than byte by byte (MNIST: 98 words
+    instead of 784 bytes per image), and cheaper than slicing the same images stored as float.
+    """
+    rows = images.reshape(len(images), -1)
+    if rows.shape[1] * rows.element_size() % 8 == 0 and rows.is_contiguous():
+        return rows.view(torch.int64)
+    return rows
+
+
 class InMemoryLoader:
     """Yields :class:`Batch` slices of a :class:`Split` in the order given by its sampler.
 
@@ -82,9 +94,12 @@ class InMemoryLoader:
     def __iter__(self) -> Iterator[Batch]:
         start, self._resume_at = self._resume_at, 0
         self.consumed = start
-        for index in self.sampler.indices().to(self.split.images.device).split(self.batch_size)[start:]:
-            noisy = None if self.split.noisy is None else self.split.noisy[index]
-            yield Batch(self.split.images[index], noisy, self.split.labels[index])
+        images, labels, noisy = self.split
+        image_shape = images.shape[1:]
+        rows = as_words(images)
+        for index in self.sampler.indices().to(images.device).split(self.batch_size)[start:]:
+            clean = rows.index_select(0, index).view(images.dtype).view(len(index), *image_shape)
+            yield Batch(clean, None if noisy is None else noisy[index], labels.index_select(0, index))
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "consumed": self.consumed}
