@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from ae_lightning import Autoencoder, ContractiveAutoencoder, ImageDataModule
+from ae_lightning.data.datamodule import as_words
+from ae_lightning.nets.dropout import Dropout
 from ae_lightning.variants.contractive import encode_with_jvp, supports_fused_jvp
 
 from conftest import REPO
@@ -57,6 +59,40 @@ def test_estimate_shares_the_encoder_pass_and_works_under_inference_mode():
     with torch.inference_mode():
         z, penalty = model.code_and_jacobian_frobenius(x)
     assert (penalty > 0).all()
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.9])
+def test_word_mask_dropout_is_inverted_dropout(rate):
+    torch.manual_seed(0)
+    dropout = Dropout(rate)
+    x = torch.ones(2000, 999, requires_grad=True)  # 999: the unit count need not divide by four
+    y = dropout(x)
+    kept = y != 0
+    assert abs((~kept).float().mean().item() - rate) < 0.003  # each unit dropped with probability p
+    # every one of the four 16-bit lanes of a random word drops at the same rate (no lane is biased)
+    lanes = (~kept).flatten()[: 2000 * 996].view(-1, 4).float().mean(0)
+    assert (lanes - rate).abs().max() < 0.005
+    assert torch.allclose(y[kept], torch.tensor(1 / dropout.keep_probability))  # survivors scaled: E[y] = x
+    assert abs(dropout.keep_probability - (1 - rate)) <= 1 / 65536
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes through the same mask and scale
+    torch.manual_seed(1)
+    first = dropout(x)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x), first)  # seeded: repeatable, and resumable with the saved RNG state
+    dropout.eval()
+    assert dropout(x) is x
+
+
+def test_word_gather_equals_indexing():
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(50, 1, 28, 28), (50, 3, 32, 32), (50, 1, 5, 5)]:  # 25 bytes per image: gathered byte-wise
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        rows = as_words(images)
+        assert rows.dtype == (torch.int64 if images[0].numel() % 8 == 0 else torch.uint8)
+        index = torch.randperm(50, generator=generator)[:17]
+        gathered = rows.index_select(0, index).view(torch.uint8).view(17, *shape[1:])
+        assert torch.equal(gathered, images[index])
 
 
 def test_channels_last_conv_networks(data_root):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ae_lightning.nets.dropout import Dropout
+
 
 def _stage_sizes(size: int, stages: int) -> list[int]:
     sizes = [size]
@@ -29,11 +31,11 @@ class ConvEncoder(nn.Sequential):
         input_dropout: float = 0.0,
     ) -> None:
         in_channels, height, width = input_shape
-        layers: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
+        layers: list[nn.Module] = [Dropout(input_dropout)] if input_dropout > 0 else []
         for out_channels in channels:
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU()]
             if hidden_dropout > 0:
-                layers.append(nn.Dropout(hidden_dropout))
+                layers.append(Dropout(hidden_dropout))
             in_channels = out_channels
         heights, widths = _stage_sizes(height, len(channels)), _stage_sizes(width, len(channels))
         layers += [nn.Flatten(), nn.Linear(in_channels * heights[-1] * widths[-1], out_dim)]
@@ -63,5 +65,5 @@ class ConvDecoder(nn.Sequential):
             if stage < len(channels) - 1:
                 layers.append(nn.ReLU())
                 if hidden_dropout > 0:
-                    layers.append(nn.Dropout(hidden_dropout))
+                    layers.append(Dropout(hidden_dropout))
         super().__init__(*layers)

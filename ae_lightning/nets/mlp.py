@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ae_lightning.nets.dropout import Dropout
+
 
 class MLPEncoder(nn.Sequential):
     """x → Flatten → [Dropout(p_in)] → (Linear → ReLU → [Dropout(p)])* → Linear → code."""
@@ -21,12 +23,12 @@ class MLPEncoder(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         if input_dropout > 0:
-            layers.append(nn.Dropout(input_dropout))
+            layers.append(Dropout(input_dropout))
         width = math.prod(input_shape)
         for hidden in hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if hidden_dropout > 0:
-                layers.append(nn.Dropout(hidden_dropout))
+                layers.append(Dropout(hidden_dropout))
             width = hidden
         layers.append(nn.Linear(width, out_dim))
         super().__init__(*layers)
@@ -43,7 +45,7 @@ class MLPDecoder(nn.Sequential):
         for hidden in reversed(hidden_dims):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if hidden_dropout > 0:
-                layers.append(nn.Dropout(hidden_dropout))
+                layers.append(Dropout(hidden_dropout))
             width = hidden
         layers += [nn.Linear(width, math.prod(output_shape)), nn.Unflatten(1, tuple(output_shape))]
         super().__init__(*layers)
