@@ -3,12 +3,14 @@
     python scripts/benchmark.py                      # MLP AE 784-512-256-32, Fashion-MNIST, batch 128, Adam
     python scripts/benchmark.py --rounds 5 --json benchmarks/results.json
 
-In one process, in alternating rounds, it times one training epoch of (a) this framework's ``Trainer.fit`` (logging
-to CSV every 50 steps, as a user runs it; no validation, which the loop does not do either) and (b) a hand-written
+In one process, in rotating rounds, it times one training epoch of (a) this framework's ``Trainer.fit`` (logging
+to CSV every 50 steps, as a user runs it; no validation, which the loop does not do either), (b) a hand-written
 loop with the same network, optimizer, batch size and data (a preloaded float tensor sliced by a per-epoch
-permutation), and reports samples/s of each and their ratio (median and range over rounds). Then the step time of
-every variant relative to the plain AE, and the peak resident memory of a full-epoch fit of each, measured in
-fresh processes. Runs on CUDA when present, else on the CPU.
+permutation), and (c) the least any Lightning trainer can cost: a minimal LightningModule with the same network and
+optimizer, fed the loop's float batches, logging nothing. It reports samples/s of each and the ratios to the loop
+(median and range over rounds); (c) is the floor under (a) that Lightning's own per-step work sets. Then the step
+time of every variant relative to the plain AE, and the peak resident memory of a full-epoch fit of (a) and (b),
+measured in fresh processes. Runs on CUDA when present, else on the CPU.
 """
 
 from __future__ import annotations
@@ -86,6 +88,51 @@ def hand_written_epoch(model: AutoencoderBase, images: torch.Tensor, device: tor
     return time.perf_counter() - started
 
 
+class MinimalModule(pl.LightningModule):
+    """(c): Lightning with nothing of this framework's: the same networks and loss, plain tensor batches, no logging."""
+
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(torch.sigmoid(self.decoder(self.encoder(x))), x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=0.0)
+
+
+class FloatBatches:
+    """The loop's batches (slices of the preloaded float tensor, per-epoch seeded permutation) as an iterable."""
+
+    def __init__(self, images: torch.Tensor, seed: int) -> None:
+        self.images, self.seed = images, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // BATCH_SIZE)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.seed))
+        for index in order.to(self.images.device).split(BATCH_SIZE):
+            yield self.images[index]
+
+
+def minimal_lightning_epoch(model: AutoencoderBase, images: torch.Tensor, seed: int) -> float:
+    timer = EpochTimer()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(MinimalModule(model.encoder, model.decoder), train_dataloaders=FloatBatches(images, seed))
+    return timer.seconds
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -93,27 +140,35 @@ def summary(values: list[float]) -> dict[str, float]:
 def compare_with_loop(dm: ImageDataModule, rounds: int) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     images = (dm.splits["train"].images.float() / 255).to(device)
-    framework, loop = [], []
+    kinds = ["framework", "loop", "minimal_lightning"]
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     for round_index in range(rounds):
-        order = ("framework", "loop") if round_index % 2 == 0 else ("loop", "framework")
-        for which in order:
+        for which in kinds[round_index % 3 :] + kinds[: round_index % 3]:  # rotate who goes first
             pl.seed_everything(round_index, verbose=False)
             model = VARIANTS["Autoencoder"]()
             if which == "framework":
                 seconds, samples = framework_epoch(model, dm)
-                framework.append(samples / seconds)
+                rates[which].append(samples / seconds)
+            elif which == "loop":
+                rates[which].append(len(images) / hand_written_epoch(model, images, device, round_index))
             else:
-                loop.append(len(images) / hand_written_epoch(model, images, device, round_index))
+                rates[which].append(len(images) / minimal_lightning_epoch(model, images, round_index))
+        framework, loop, minimal = (rates[kind][-1] for kind in kinds)
         print(
-            f"round {round_index + 1}/{rounds}: framework {framework[-1]:.0f} samples/s, "
-            f"loop {loop[-1]:.0f} samples/s, ratio {framework[-1] / loop[-1]:.3f}",
+            f"round {round_index + 1}/{rounds}: framework {framework:.0f} samples/s, loop {loop:.0f}, "
+            f"minimal LightningModule {minimal:.0f}; framework/loop {framework / loop:.3f}",
             flush=True,
         )
-    ratios = [f / h for f, h in zip(framework, loop)]
+    loop = rates["loop"]
     return {
-        "framework_samples_per_s": summary(framework),
+        "framework_samples_per_s": summary(rates["framework"]),
         "loop_samples_per_s": summary(loop),
-        "ratio": summary(ratios),
+        "minimal_lightning_samples_per_s": summary(rates["minimal_lightning"]),
+        "ratio": summary([f / h for f, h in zip(rates["framework"], loop)]),
+        "minimal_lightning_ratio": summary([m / h for m, h in zip(rates["minimal_lightning"], loop)]),
+        "framework_over_minimal_lightning": summary(
+            [f / m for f, m in zip(rates["framework"], rates["minimal_lightning"])]
+        ),
     }
 
 
@@ -185,7 +240,7 @@ def peak_rss(root: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data", help="data directory (torchvision layout)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (framework vs loop)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (each times all three once)")
     parser.add_argument("--variant-steps", type=int, default=200, help="steps timed per variant")
     parser.add_argument("--variant-rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -215,6 +270,12 @@ def main() -> None:
         f"(range {loop['ratio']['min']:.3f}-{loop['ratio']['max']:.3f}); "
         f"framework {loop['framework_samples_per_s']['median']:.0f} samples/s, "
         f"loop {loop['loop_samples_per_s']['median']:.0f} samples/s"
+    )
+    print(
+        f"minimal LightningModule / hand-written loop: {loop['minimal_lightning_ratio']['median']:.3f} "
+        f"(range {loop['minimal_lightning_ratio']['min']:.3f}-{loop['minimal_lightning_ratio']['max']:.3f}): "
+        f"the floor Lightning's per-step work sets; framework / minimal LightningModule "
+        f"{loop['framework_over_minimal_lightning']['median']:.3f}"
     )
     for name, row in results["variants"].items():
         print(
