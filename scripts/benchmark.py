@@ -36,8 +36,10 @@ from ae_lightning.variants.base import AutoencoderBase
 BATCH_SIZE = 128
 
 
-def data_module(root: str, noise: dict | None = None) -> ImageDataModule:
-    dm = ImageDataModule(name="fashion_mnist", root=root, download=True, batch_size=BATCH_SIZE, val_size=0, noise=noise)
+def data_module(root: str, noise: dict | None = None, loader: str = "memory") -> ImageDataModule:
+    dm = ImageDataModule(
+        name="fashion_mnist", root=root, download=True, batch_size=BATCH_SIZE, val_size=0, noise=noise, loader=loader
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -182,13 +184,15 @@ VARIANT_SETTINGS = {
     "ContractiveAutoencoder (estimate)": {"jacobian": "estimate"},
     "ContractiveAutoencoder (exact)": {"jacobian": "exact"},
     "VariationalAutoencoder": {},
+    "Autoencoder (data.loader=dataloader, 2 workers)": {},
 }
 
 
 def step_seconds(name: str, kwargs: dict, steps: int, root: str) -> float:
     model = VARIANTS[name.split(" ")[0]](**kwargs)
     noise = {"kind": "gaussian", "level": 0.3} if name.startswith("Denoising") else None
-    seconds, samples = framework_epoch(model, data_module(root, noise), max_steps=steps)
+    loader = "dataloader" if "DataLoader" in name else "memory"
+    seconds, samples = framework_epoch(model, data_module(root, noise, loader), max_steps=steps)
     return seconds / (samples / BATCH_SIZE)
 
 

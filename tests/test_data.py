@@ -4,9 +4,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from ae_lightning import ImageDataModule
+from ae_lightning import DropoutAutoencoder, ImageDataModule
 from ae_lightning.data import corruption, sources
 from ae_lightning.data.corruption import Noise
 from ae_lightning.data.datamodule import Batch, EpochPermutation
@@ -115,6 +116,61 @@ def test_real_debian_fashion_mnist(tmp_path):
     assert len(dm.splits["train"].labels) == 55000 and len(dm.splits["test"].labels) == 10000
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_path_gives_the_memory_paths_batches(data_root, num_workers):
+    noise = {"kind": "gaussian", "level": 0.3}
+    memory = make_dm(data_root, noise=noise)
+    workers = make_dm(data_root, noise=noise, loader="dataloader", num_workers=num_workers)
+    for epoch in (0, 1):
+        loaders = [dm.train_dataloader() for dm in (memory, workers)]
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        expected, got = (list(loader) for loader in loaders)
+        assert len(got) == len(expected) == len(loaders[1]) == 8
+        for a, b in zip(expected, got):
+            assert torch.equal(a.clean, b.clean) and torch.equal(a.label, b.label) and b.noisy is None
+    for split in ("val_dataloader", "test_dataloader"):  # with the fixed evaluation corruption
+        expected, got = (list(getattr(dm, split)()) for dm in (memory, workers))
+        assert len(expected) == len(got)
+        assert all(torch.equal(a.noisy, b.noisy) and torch.equal(a.clean, b.clean) for a, b in zip(expected, got))
+
+
+def test_dataloader_path_resumes_mid_epoch(data_root):
+    dm = make_dm(data_root, loader="dataloader", num_workers=2)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    whole_epoch = [batch.label for batch in loader]
+    loader.consumed = 3  # three batches reached the model before the run was killed
+    state = loader.state_dict()
+    resumed = make_dm(data_root, loader="dataloader", num_workers=2).train_dataloader()
+    resumed.load_state_dict(state)
+    rest = [batch.label for batch in resumed]
+    assert len(rest) == len(whole_epoch) - 3
+    assert all(torch.equal(a, b) for a, b in zip(rest, whole_epoch[3:]))
+
+
+def test_dataloader_path_trains_exactly_like_the_memory_path(data_root):
+    weights = []
+    for loader in ("memory", "dataloader"):
+        pl.seed_everything(0, verbose=False)
+        model = DropoutAutoencoder(hidden_dims=[32], latent_dim=4)
+        noise = {"kind": "masking", "level": 0.25}
+        dm = ImageDataModule(
+            name="mnist", root=str(data_root), download=False, val_size=100, batch_size=64, noise=noise, loader=loader
+        )
+        trainer = pl.Trainer(
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, datamodule=dm)
+        assert trainer.global_step == 16
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
 def test_unknown_dataset_and_bad_options():
     with pytest.raises(ConfigError, match=r"data.name='svhn'.*allowed.*cifar10.*fashion_mnist.*mnist"):
         ImageDataModule(name="svhn")
@@ -122,6 +178,10 @@ def test_unknown_dataset_and_bad_options():
         ImageDataModule(val_size=-1)
     with pytest.raises(ConfigError, match="data.batch_size=0"):
         ImageDataModule(batch_size=0)
+    with pytest.raises(ConfigError, match=r"data.loader='workers'.*allowed.*dataloader.*memory"):
+        ImageDataModule(loader="workers")
+    with pytest.raises(ConfigError, match="data.num_workers=-1 must be >= 0"):
+        ImageDataModule(loader="dataloader", num_workers=-1)
 
 
 # --- corruption ---------------------------------------------------------------------------------------------------

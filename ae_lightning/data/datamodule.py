@@ -1,8 +1,10 @@
 """ImageDataModule: MNIST, Fashion-MNIST and CIFAR-10 for every variant, with optional corruption.
 
 The splits fit in memory, so each is decoded once into a uint8 tensor and batches are taken by index slicing with
-a seeded permutation per epoch: no per-sample Python, no collate, no worker processes. Conversion to float and the
-training corruption happen in ``on_after_batch_transfer``, on whatever device the batch is on.
+a seeded permutation per epoch: no per-sample Python, no collate, no worker processes (``loader: memory``, the
+default). ``loader: dataloader`` is the standard path instead: a torch ``DataLoader`` whose worker processes fetch
+the same batches, in pinned memory when training on a GPU. Conversion to float and the training corruption happen
+in ``on_after_batch_transfer``, on whatever device the batch is on.
 
 Every batch is a :class:`Batch` (clean image, corrupted image, label). Training corruption is drawn fresh every
 step; validation and test corruption is drawn once in ``setup`` from a CPU generator seeded by ``seed``, so the
@@ -18,6 +20,7 @@ from typing import NamedTuple
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from ae_lightning.data import sources
 from ae_lightning.data.corruption import Noise
@@ -72,6 +75,19 @@ def as_words(images: Tensor) -> Tensor:
     return rows
 
 
+class BatchFetcher:
+    """Batch for a tensor of indices: the uint8 images gathered word by word (see :func:`as_words`), their labels
+    and, for evaluation splits, their fixed corruption."""
+
+    def __init__(self, split: Split) -> None:
+        self.split, self.rows = split, as_words(split.images)
+
+    def __call__(self, index: Tensor) -> Batch:
+        images, labels, noisy = self.split
+        clean = self.rows.index_select(0, index).view(images.dtype).view(len(index), *images.shape[1:])
+        return Batch(clean, None if noisy is None else noisy[index], labels.index_select(0, index))
+
+
 class InMemoryLoader:
     """Yields :class:`Batch` slices of a :class:`Split` in the order given by its sampler.
 
@@ -91,15 +107,16 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def epoch_batches(self) -> tuple[Tensor, ...]:
+        """This epoch's batches of indices, from where a resumed run left off."""
         start, self._resume_at = self._resume_at, 0
         self.consumed = start
-        images, labels, noisy = self.split
-        image_shape = images.shape[1:]
-        rows = as_words(images)
-        for index in self.sampler.indices().to(images.device).split(self.batch_size)[start:]:
-            clean = rows.index_select(0, index).view(images.dtype).view(len(index), *image_shape)
-            yield Batch(clean, None if noisy is None else noisy[index], labels.index_select(0, index))
+        return self.sampler.indices().to(self.split.images.device).split(self.batch_size)[start:]
+
+    def __iter__(self) -> Iterator[Batch]:
+        fetch = BatchFetcher(self.split)
+        for index in self.epoch_batches():
+            yield fetch(index)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "consumed": self.consumed}
@@ -107,6 +124,64 @@ class InMemoryLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
         self._resume_at = state["consumed"] if state["consumed"] < len(self) else 0
+
+
+class SplitDataset(Dataset):
+    """A split as a map-style dataset that fetches whole batches (``__getitems__``), for the DataLoader path."""
+
+    def __init__(self, split: Split) -> None:
+        self.split, self.fetch = split, BatchFetcher(split)
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        return self.fetch(torch.tensor(indices))
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """collate_fn: the dataset already returns whole batches."""
+    return batch
+
+
+class EpochBatchSampler:
+    """A loader's epoch batches of indices as a DataLoader batch sampler (iterated in the main process)."""
+
+    def __init__(self, loader: InMemoryLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for index in self.loader.epoch_batches():
+            yield index.tolist()  # lists: cheaper than tensors to send to the workers
+
+
+class WorkerLoader(InMemoryLoader):
+    """The standard path: a torch ``DataLoader`` over the split, whose ``num_workers`` processes fetch the batches
+    (pinned when ``pin_memory``, so the copies to a GPU run asynchronously). Same batches, order, DDP shares and
+    mid-epoch resume as :class:`InMemoryLoader`, whose epoch batches of indices are its batch sampler."""
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochPermutation, num_workers: int, pin_memory: bool):
+        super().__init__(split, batch_size, sampler)
+        self.dataloader = DataLoader(
+            SplitDataset(split),
+            batch_sampler=EpochBatchSampler(self),
+            collate_fn=keep_batch,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            # Its own generator for the workers' base seed: drawing it from torch's global one would shift the
+            # training noise and dropout draws (and break exact resume); the batches themselves are not random.
+            generator=torch.Generator().manual_seed(sampler.seed),
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.dataloader)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -122,7 +197,10 @@ class ImageDataModule(pl.LightningDataModule):
         seed: seeds the train/val split, the per-epoch shuffles and the evaluation corruption.
         noise: optional corruption ``{kind: gaussian|masking|salt_pepper, level: σ or ν}``.
         predict_split: which split ``predict`` encodes: ``train``, ``val`` or ``test``.
-        data_on_device: when training on a GPU, keep the uint8 splits on it (sliced there, no per-step copy).
+        data_on_device: ``loader: memory`` on a GPU: keep the uint8 splits on it (sliced there, no per-step copy).
+        loader: ``memory`` (index slicing in the training process, the fast path) or ``dataloader`` (a torch
+            DataLoader with ``num_workers`` worker processes and, when training on a GPU, pinned memory).
+        num_workers: worker processes of ``loader: dataloader`` (0: fetch in the training process).
     """
 
     def __init__(
@@ -136,6 +214,8 @@ class ImageDataModule(pl.LightningDataModule):
         noise: Noise | None = None,
         predict_split: str = "test",
         data_on_device: bool = True,
+        loader: str = "memory",
+        num_workers: int = 2,
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
@@ -145,11 +225,16 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_size={val_size} must be >= 0")
         if predict_split not in ("train", "val", "test"):
             raise ConfigError(f"data.predict_split={predict_split!r}; allowed: ['train', 'val', 'test']")
+        if loader not in ("memory", "dataloader"):
+            raise ConfigError(f"data.loader={loader!r} is not known; allowed: ['dataloader', 'memory']")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
         if isinstance(noise, dict):  # plain-Python use: ImageDataModule(noise={"kind": ..., "level": ...})
             noise = Noise(**noise)
         self.name, self.root, self.download = name, root, download
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.noise, self.predict_split, self.data_on_device = noise, predict_split, data_on_device
+        self.loader, self.num_workers = loader, num_workers
         self.splits: dict[str, Split] = {}
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
@@ -194,13 +279,14 @@ class ImageDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         data = self.splits[split]
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        order = EpochPermutation(len(data.labels), shuffle, self.seed, rank, world)
+        if self.loader == "dataloader":
+            return WorkerLoader(data, self.batch_size, order, self.num_workers, pin_memory=device.type == "cuda")
         if self.data_on_device and device.type == "cuda" and data.images.device != device:
             # Once per split (MNIST is 47 MB, CIFAR-10 150 MB as uint8): batches are then sliced on the GPU and
             # no host-to-device copy happens per step.
             data = self.splits[split] = Split(*(None if t is None else t.to(device) for t in data))
-        return InMemoryLoader(
-            data, self.batch_size, EpochPermutation(len(data.labels), shuffle, self.seed, rank, world)
-        )
+        return InMemoryLoader(data, self.batch_size, order)
 
     def train_dataloader(self) -> InMemoryLoader:
         self._train_loader = self._loader("train", shuffle=True)
