@@ -120,6 +120,7 @@ class FloatBatches:
 
 
 def minimal_lightning_epoch(model: AutoencoderBase, images: torch.Tensor, seed: int) -> float:
+    """Seconds of one epoch of (c) over ``images``."""
     timer = EpochTimer()
     trainer = pl.Trainer(
         max_epochs=1,
@@ -171,6 +172,29 @@ def compare_with_loop(dm: ImageDataModule, rounds: int) -> dict:
         "framework_over_minimal_lightning": summary(
             [f / m for f, m in zip(rates["framework"], rates["minimal_lightning"])]
         ),
+    }
+
+
+def per_step_overhead(dm: ImageDataModule, rounds: int, steps: int = 300) -> dict:
+    """Milliseconds per step that are not computation: the same three with a tiny network (784-8-2), whose step
+    is almost all framework, Lightning and optimizer bookkeeping; the loop's time is the floor of any trainer."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = (dm.splits["train"].images[: steps * BATCH_SIZE].float() / 255).to(device)
+    tiny = {"hidden_dims": [8], "latent_dim": 2}
+    times: dict[str, list[float]] = {"framework": [], "minimal_lightning": [], "loop": []}
+    for round_index in range(rounds):
+        pl.seed_everything(round_index, verbose=False)
+        seconds, samples = framework_epoch(VARIANTS["Autoencoder"](**tiny), dm, max_steps=steps)
+        times["framework"].append(seconds / (samples / BATCH_SIZE))
+        times["minimal_lightning"].append(
+            minimal_lightning_epoch(VARIANTS["Autoencoder"](**tiny), images, round_index) / steps
+        )
+        times["loop"].append(hand_written_epoch(VARIANTS["Autoencoder"](**tiny), images, device, round_index) / steps)
+    ms = {kind: 1000 * statistics.median(values) for kind, values in times.items()}
+    return {
+        "step_ms": ms,
+        "lightning_ms": ms["minimal_lightning"] - ms["loop"],
+        "framework_beyond_lightning_ms": ms["framework"] - ms["minimal_lightning"],
     }
 
 
@@ -265,6 +289,7 @@ def main() -> None:
         },
         "command": " ".join(sys.argv),
         "framework_vs_loop": compare_with_loop(data_module(args.root), args.rounds),
+        "per_step_overhead": per_step_overhead(data_module(args.root), args.rounds),
         "variants": variant_ratios(args.root, args.variant_steps, args.variant_rounds),
         "peak_rss_mb": peak_rss(args.root),
     }
@@ -280,6 +305,13 @@ def main() -> None:
         f"(range {loop['minimal_lightning_ratio']['min']:.3f}-{loop['minimal_lightning_ratio']['max']:.3f}): "
         f"the floor Lightning's per-step work sets; framework / minimal LightningModule "
         f"{loop['framework_over_minimal_lightning']['median']:.3f}"
+    )
+    overhead = results["per_step_overhead"]
+    print(
+        f"per-step work beyond computation (784-8-2 network): Lightning {overhead['lightning_ms']:.3f} ms, "
+        f"this framework on top of Lightning {overhead['framework_beyond_lightning_ms']:.3f} ms "
+        f"(ms/step: loop {overhead['step_ms']['loop']:.3f}, minimal LightningModule "
+        f"{overhead['step_ms']['minimal_lightning']:.3f}, framework {overhead['step_ms']['framework']:.3f})"
     )
     for name, row in results["variants"].items():
         print(

@@ -158,4 +158,7 @@ def test_benchmark_script_reports_every_number(data_root, tmp_path):
         "DropoutAutoencoder",
     } <= set(report["variants"])
     assert report["peak_rss_mb"]["framework"] > 0 and report["peak_rss_mb"]["loop"] > 0
+    assert 0 < report["framework_vs_loop"]["minimal_lightning_ratio"]["median"]
+    assert all(t > 0 for t in report["per_step_overhead"]["step_ms"].values())
+    assert "Autoencoder (data.loader=dataloader, 2 workers)" in report["variants"]
     assert "framework / hand-written loop:" in result.stdout
