@@ -221,22 +221,31 @@ def step_seconds(name: str, kwargs: dict, steps: int, root: str) -> float:
 
 
 def variant_ratios(root: str, steps: int, rounds: int) -> dict:
-    times: dict[str, list[float]] = {name: [] for name in VARIANT_SETTINGS}
-    times["Autoencoder (single layer)"], times["ContractiveAutoencoder (closed form)"] = [], []
+    """Each variant's step time over its reference's (the plain AE; the single-layer AE for the closed form), each
+    timed right after its reference so that both see the same machine load; median of the per-round ratios."""
+    single = {"hidden_dims": [], "latent_dim": 256}
+    rows = [(name, "Autoencoder", {}, kwargs) for name, kwargs in VARIANT_SETTINGS.items() if name != "Autoencoder"]
+    rows.append(("ContractiveAutoencoder (closed form)", "Autoencoder (single layer)", single, single))
+    times: dict[str, list[float]] = {"Autoencoder": [], "Autoencoder (single layer)": []}
+    ratios: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for name, kwargs in VARIANT_SETTINGS.items():
-            times[name].append(step_seconds(name, kwargs, steps if "exact" not in name else max(2, steps // 10), root))
-        single = {"hidden_dims": [], "latent_dim": 256}
-        times["Autoencoder (single layer)"].append(step_seconds("Autoencoder", single, steps, root))
-        times["ContractiveAutoencoder (closed form)"].append(
-            step_seconds("ContractiveAutoencoder", single, steps, root)
-        )
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    result = {name: {"step_ms": 1000 * t, "ratio_to_ae": t / medians["Autoencoder"]} for name, t in medians.items()}
-    result["ContractiveAutoencoder (closed form)"]["ratio_to_ae"] = (
-        medians["ContractiveAutoencoder (closed form)"] / medians["Autoencoder (single layer)"]
-    )
-    result["ContractiveAutoencoder (closed form)"]["compared_with"] = "Autoencoder (single layer)"
+        for name, reference, reference_kwargs, kwargs in rows:
+            timed_steps = steps if "exact" not in name else max(2, steps // 10)
+            reference_time = step_seconds("Autoencoder", reference_kwargs, timed_steps, root)
+            variant_time = step_seconds(name, kwargs, timed_steps, root)
+            times[reference].append(reference_time)
+            times.setdefault(name, []).append(variant_time)
+            ratios.setdefault(name, []).append(variant_time / reference_time)
+    result = {"Autoencoder": {"step_ms": 1000 * statistics.median(times["Autoencoder"]), "ratio_to_ae": 1.0}}
+    for name, reference, _, _ in rows:
+        result[name] = {
+            "step_ms": 1000 * statistics.median(times[name]),
+            "ratio_to_ae": statistics.median(ratios[name]),
+            "ratio_range": [min(ratios[name]), max(ratios[name])],
+        }
+        if reference != "Autoencoder":
+            result[name]["compared_with"] = reference
+            result[reference] = {"step_ms": 1000 * statistics.median(times[reference])}
     return result
 
 
@@ -270,7 +279,7 @@ def main() -> None:
     parser.add_argument("--root", default="data", help="data directory (torchvision layout)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (each times all three once)")
     parser.add_argument("--variant-steps", type=int, default=200, help="steps timed per variant")
-    parser.add_argument("--variant-rounds", type=int, default=3)
+    parser.add_argument("--variant-rounds", type=int, default=5, help="rounds of variant timings (median ratio)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--rss-child", choices=["framework", "loop"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -314,9 +323,13 @@ def main() -> None:
         f"{overhead['step_ms']['minimal_lightning']:.3f}, framework {overhead['step_ms']['framework']:.3f})"
     )
     for name, row in results["variants"].items():
+        if "ratio_to_ae" not in row:
+            print(f"{name:48s} {row['step_ms']:8.2f} ms/step")
+            continue
+        spread = " (range {:.2f}-{:.2f})".format(*row["ratio_range"]) if "ratio_range" in row else ""
         print(
-            f"{name:40s} {row['step_ms']:8.2f} ms/step  {row['ratio_to_ae']:.2f} x "
-            f"{row.get('compared_with', 'Autoencoder')}"
+            f"{name:48s} {row['step_ms']:8.2f} ms/step  {row['ratio_to_ae']:.2f} x "
+            f"{row.get('compared_with', 'Autoencoder')}{spread}"
         )
     rss = results["peak_rss_mb"]
     print(
