@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 
 import matplotlib
@@ -108,7 +110,14 @@ class ResumeCheckpoint(Checkpoint):
     or preempted run loses at most that many steps. Resuming from it (``--ckpt_path …/last.ckpt``) is exact: the
     data order, the position in the epoch and the random state are in the checkpoint. Lightning writes checkpoints
     through an fsspec transaction (a temporary file renamed into place), so a kill mid-write leaves the previous
-    ``last.ckpt`` intact."""
+    ``last.ckpt`` intact.
+
+    It also moves SLURM's pre-emption warning (SIGUSR1) to a step boundary. Lightning's handler saves its
+    ``hpc_ckpt`` and requeues the job from inside the signal handler, i.e. at whatever point of a step the signal
+    lands — after the batch was counted but before the optimizer step, or half-way through the optimizer's update of
+    the parameters — so the resumed run could skip or repeat a batch. Here the handler only records the signal, and
+    Lightning's handler runs at the end of the current training step, where the checkpoint is consistent.
+    """
 
     def __init__(
         self, every_n_train_steps: int = 500, dirpath: str | None = None, save_on_epoch_end: bool = True
@@ -133,7 +142,31 @@ class ResumeCheckpoint(Checkpoint):
             )
             self.dirpath = base
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._deferred_signal, self._requeue_handler = None, None
+        if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+            return
+        installed = signal.getsignal(signal.SIGUSR1)
+        if callable(installed):  # Lightning's auto-requeue handler (under SLURM), or whatever the user installed
+            self._requeue_handler = installed
+            signal.signal(signal.SIGUSR1, self._defer_signal)
+
+    def _defer_signal(self, signum: int, frame) -> None:
+        self._deferred_signal = signum
+
+    def _run_deferred_signal(self) -> None:
+        signum, self._deferred_signal = getattr(self, "_deferred_signal", None), None
+        if signum is not None:
+            self._requeue_handler(signum, None)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run_deferred_signal()  # a signal after the last step still gets its checkpoint and requeue
+        if getattr(self, "_requeue_handler", None) is not None:
+            signal.signal(signal.SIGUSR1, self._requeue_handler)  # Lightning restores its originals at teardown
+            self._requeue_handler = None
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._run_deferred_signal()
         if trainer.global_step % self.every_n_train_steps == 0:
             if isinstance(pl_module, AutoencoderBase):
                 pl_module.check_finite(outputs, sync=True)  # never overwrite a good checkpoint with a broken one

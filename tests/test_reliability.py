@@ -332,3 +332,39 @@ def test_last_checkpoint_knows_the_best_checkpoint_of_its_epoch(data_root, tmp_p
     (saved,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
     assert saved["best_model_path"] == best.best_model_path and Path(saved["best_model_path"]).is_file()
     assert trainer.checkpoint_callback is best
+
+
+def test_preemption_signal_is_handled_at_the_end_of_the_step(data_root, tmp_path):
+    """SLURM's SIGUSR1 lands mid-step; Lightning's handler (here a stand-in) must run only once the step is over:
+    after the optimizer step and the step count, never between them."""
+    import pytorch_lightning as pl
+
+    from ae_lightning import Autoencoder, ImageDataModule
+    from ae_lightning.callbacks import ResumeCheckpoint
+
+    handled = []
+
+    class SignalMidStep(pl.Callback):
+        def on_before_backward(self, trainer, pl_module, loss):
+            if trainer.global_step == 3:  # during the 4th step, before its backward pass and optimizer step
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    trainer = pl.Trainer(
+        max_steps=6,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SignalMidStep(), ResumeCheckpoint(every_n_train_steps=1000, dirpath=str(tmp_path))],
+    )
+
+    def lightning_stand_in(signum, frame):
+        handled.append(trainer.global_step)
+
+    original = signal.signal(signal.SIGUSR1, lightning_stand_in)
+    try:
+        trainer.fit(Autoencoder(), datamodule=dm)
+        assert handled == [4]  # once, with the 4th optimizer step done and counted
+        assert signal.getsignal(signal.SIGUSR1) is lightning_stand_in and trainer.global_step == 6
+    finally:
+        signal.signal(signal.SIGUSR1, original)
