@@ -125,6 +125,8 @@ class ResumeCheckpoint(Checkpoint):
         if every_n_train_steps < 1:
             raise ConfigError(f"resume_checkpoint.every_n_train_steps={every_n_train_steps} must be >= 1")
         self.every_n_train_steps, self.dirpath, self.save_on_epoch_end = every_n_train_steps, dirpath, save_on_epoch_end
+        self._deferred_signal: int | None = None  # SIGUSR1 received during the current step
+        self._requeue_handler = None  # the SIGUSR1 handler it was taken from (Lightning's), run at the step's end
 
     @property
     def path(self) -> str:
@@ -155,13 +157,13 @@ class ResumeCheckpoint(Checkpoint):
         self._deferred_signal = signum
 
     def _run_deferred_signal(self) -> None:
-        signum, self._deferred_signal = getattr(self, "_deferred_signal", None), None
+        signum, self._deferred_signal = self._deferred_signal, None
         if signum is not None:
             self._requeue_handler(signum, None)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run_deferred_signal()  # a signal after the last step still gets its checkpoint and requeue
-        if getattr(self, "_requeue_handler", None) is not None:
+        if self._requeue_handler is not None:
             signal.signal(signal.SIGUSR1, self._requeue_handler)  # Lightning restores its originals at teardown
             self._requeue_handler = None
 

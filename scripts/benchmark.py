@@ -53,22 +53,25 @@ class EpochTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.started
 
 
+def one_epoch_trainer(timer: EpochTimer, **kwargs) -> pl.Trainer:
+    """One epoch on one device, timed by ``timer``; no checkpoints, progress bar or summary (kwargs add to it)."""
+    return pl.Trainer(
+        max_epochs=1,
+        accelerator="auto",
+        devices=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        **kwargs,
+    )
+
+
 def framework_epoch(model: AutoencoderBase, dm: ImageDataModule, max_steps: int = -1) -> tuple[float, int]:
     """Seconds and samples of one training epoch through ``Trainer.fit``."""
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as log_dir:
-        trainer = pl.Trainer(
-            max_epochs=1,
-            max_steps=max_steps,
-            accelerator="auto",
-            devices=1,
-            logger=CSVLogger(log_dir),
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer],
-            log_every_n_steps=50,
-        )
+        trainer = one_epoch_trainer(timer, max_steps=max_steps, logger=CSVLogger(log_dir), log_every_n_steps=50)
         trainer.fit(model, datamodule=dm)
     return timer.seconds, trainer.global_step * BATCH_SIZE
 
@@ -122,17 +125,8 @@ class FloatBatches:
 def minimal_lightning_epoch(model: AutoencoderBase, images: torch.Tensor, seed: int) -> float:
     """Seconds of one epoch of (c) over ``images``."""
     timer = EpochTimer()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    trainer.fit(MinimalModule(model.encoder, model.decoder), train_dataloaders=FloatBatches(images, seed))
+    minimal = MinimalModule(model.encoder, model.decoder)
+    one_epoch_trainer(timer, logger=False).fit(minimal, train_dataloaders=FloatBatches(images, seed))
     return timer.seconds
 
 

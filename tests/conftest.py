@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -13,6 +14,19 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from datasets import make_data_root
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A CPU trainer that writes nothing (no logger, checkpoints, progress bar or summary); kwargs override."""
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})
 
 
 @pytest.fixture(scope="session")

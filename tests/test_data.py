@@ -13,6 +13,7 @@ from ae_lightning.data.corruption import Noise
 from ae_lightning.data.datamodule import Batch, EpochPermutation
 from ae_lightning.errors import ConfigError, DataNotFoundError
 
+from conftest import quiet_trainer
 from datasets import write_mnist_like
 
 
@@ -158,13 +159,7 @@ def test_dataloader_path_trains_exactly_like_the_memory_path(data_root):
         dm = ImageDataModule(
             name="mnist", root=str(data_root), download=False, val_size=100, batch_size=64, noise=noise, loader=loader
         )
-        trainer = pl.Trainer(
-            max_epochs=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = quiet_trainer(max_epochs=2)
         trainer.fit(model, datamodule=dm)
         assert trainer.global_step == 16
         weights.append(model.state_dict())

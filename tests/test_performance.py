@@ -16,7 +16,7 @@ from ae_lightning.data.datamodule import as_words
 from ae_lightning.nets.dropout import Dropout
 from ae_lightning.variants.contractive import encode_with_jvp, supports_fused_jvp
 
-from conftest import REPO
+from conftest import REPO, quiet_trainer
 
 
 @pytest.mark.parametrize(
@@ -110,14 +110,7 @@ def test_compiled_networks_train_and_keep_checkpoint_keys(data_root):
     torch.manual_seed(0)
     model = Autoencoder(compile_networks=True, hidden_dims=[64], latent_dim=8)
     dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
-    trainer = pl.Trainer(
-        max_steps=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 3
     assert torch.isfinite(torch.tensor(trainer.validate(model, datamodule=dm, verbose=False)[0]["val/mse"]))

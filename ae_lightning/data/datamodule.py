@@ -101,6 +101,7 @@ class InMemoryLoader:
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochPermutation) -> None:
         self.split, self.batch_size, self.sampler = split, batch_size, sampler
+        self.fetch = BatchFetcher(split)
         self.consumed = 0
         self._resume_at = 0
 
@@ -114,9 +115,8 @@ class InMemoryLoader:
         return self.sampler.indices().to(self.split.images.device).split(self.batch_size)[start:]
 
     def __iter__(self) -> Iterator[Batch]:
-        fetch = BatchFetcher(self.split)
         for index in self.epoch_batches():
-            yield fetch(index)
+            yield self.fetch(index)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "consumed": self.consumed}
@@ -129,13 +129,13 @@ class InMemoryLoader:
 class SplitDataset(Dataset):
     """A split as a map-style dataset that fetches whole batches (``__getitems__``), for the DataLoader path."""
 
-    def __init__(self, split: Split) -> None:
-        self.split, self.fetch = split, BatchFetcher(split)
+    def __init__(self, fetch: BatchFetcher) -> None:
+        self.fetch = fetch
 
     def __len__(self) -> int:
-        return len(self.split.labels)
+        return len(self.fetch.split.labels)
 
-    def __getitem__(self, index: int) -> Batch:
+    def __getitem__(self, index: int) -> Batch:  # the DataLoader calls __getitems__; this is a batch of one
         return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]) -> Batch:
@@ -169,7 +169,7 @@ class WorkerLoader(InMemoryLoader):
     def __init__(self, split: Split, batch_size: int, sampler: EpochPermutation, num_workers: int, pin_memory: bool):
         super().__init__(split, batch_size, sampler)
         self.dataloader = DataLoader(
-            SplitDataset(split),
+            SplitDataset(self.fetch),
             batch_sampler=EpochBatchSampler(self),
             collate_fn=keep_batch,
             num_workers=num_workers,

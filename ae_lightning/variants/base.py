@@ -107,6 +107,7 @@ class AutoencoderBase(pl.LightningModule):
         self.latent_dim = latent_dim
         self.distance = DISTANCES[distance]
         self.skipped_batches = torchmetrics.SumMetric()
+        # read on every step: plain booleans, not a lookup in hparams each time
         self._stop_on_nonfinite, self._skip_nonfinite = nonfinite == "stop", nonfinite == "skip"
         self._pending_finite_check: tuple[int, int, Tensor, dict[str, Tensor]] | None = None
         self.val_mse = torchmetrics.MeanSquaredError()
