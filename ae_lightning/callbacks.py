@@ -1,4 +1,5 @@
-"""Callbacks for suite runs: a one-line progress report per epoch and W&B image panels (rank 0 only)."""
+"""Callbacks for suite runs: a one-line progress report per epoch, what the fit cost, W&B image panels (rank 0
+only) and the resume checkpoint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid
 
+from ae_lightning.devices import peak_memory_mb, synchronize
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
 
@@ -41,6 +43,37 @@ class EpochLine(pl.Callback):
             flush=True,
             file=sys.stdout,
         )
+
+
+class FitMeter(pl.Callback):
+    """What the fit cost, measured where it happened: the device it trained on, the samples trained in this
+    process's segment (a resumed run counts only what it trained itself) over the seconds it took, and the peak
+    memory of that device — read at the end of training, before Lightning's teardown moves the module to the CPU.
+
+    ``samples`` counts every rank's batches (this rank's batch size × world size: DDP shares are equal).
+    """
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.samples, self.seconds, self.peak_mem_mb = 0, 0.0, 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.device = trainer.strategy.root_device
+        self.samples = 0
+        synchronize(self.device)
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.samples += len(batch.label) * trainer.world_size  # a shape, no device sync
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self.started
+        self.peak_mem_mb = peak_memory_mb(self.device)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 def codes_figure(codes: torch.Tensor, labels: torch.Tensor, title: str) -> plt.Figure:
@@ -117,14 +150,26 @@ class ResumeCheckpoint(Checkpoint):
     lands — after the batch was counted but before the optimizer step, or half-way through the optimizer's update of
     the parameters — so the resumed run could skip or repeat a batch. Here the handler only records the signal, and
     Lightning's handler runs at the end of the current training step, where the checkpoint is consistent.
+
+    Under DDP the ranks get the signal at different moments (or only some of them get it), while the handler saves a
+    checkpoint, which every rank must enter at the same step. So the ranks agree: every
+    ``signal_sync_every_n_steps`` steps (and at the end of training) they all-reduce "has any rank been signalled?"
+    and, if so, all run the handler at that same step. One tiny collective every N steps; nothing in one process.
     """
 
     def __init__(
-        self, every_n_train_steps: int = 500, dirpath: str | None = None, save_on_epoch_end: bool = True
+        self,
+        every_n_train_steps: int = 500,
+        dirpath: str | None = None,
+        save_on_epoch_end: bool = True,
+        signal_sync_every_n_steps: int = 10,
     ) -> None:
         if every_n_train_steps < 1:
             raise ConfigError(f"resume_checkpoint.every_n_train_steps={every_n_train_steps} must be >= 1")
+        if signal_sync_every_n_steps < 1:
+            raise ConfigError(f"resume_checkpoint.signal_sync_every_n_steps={signal_sync_every_n_steps} must be >= 1")
         self.every_n_train_steps, self.dirpath, self.save_on_epoch_end = every_n_train_steps, dirpath, save_on_epoch_end
+        self.signal_sync_every_n_steps = signal_sync_every_n_steps
         self._deferred_signal: int | None = None  # SIGUSR1 received during the current step
         self._requeue_handler = None  # the SIGUSR1 handler it was taken from (Lightning's), run at the step's end
 
@@ -156,19 +201,26 @@ class ResumeCheckpoint(Checkpoint):
     def _defer_signal(self, signum: int, frame) -> None:
         self._deferred_signal = signum
 
-    def _run_deferred_signal(self) -> None:
-        signum, self._deferred_signal = self._deferred_signal, None
-        if signum is not None:
+    def _run_deferred_signal(self, trainer: pl.Trainer, at_end: bool = False) -> None:
+        if self._requeue_handler is None:  # the same on every rank: no handler, nothing to agree on
+            return
+        received = self._deferred_signal is not None
+        if trainer.world_size > 1:
+            if not at_end and trainer.global_step % self.signal_sync_every_n_steps:
+                return
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if received:
+            signum, self._deferred_signal = self._deferred_signal or signal.SIGUSR1, None
             self._requeue_handler(signum, None)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._run_deferred_signal()  # a signal after the last step still gets its checkpoint and requeue
+        self._run_deferred_signal(trainer, at_end=True)  # a signal after the last step still gets its checkpoint
         if self._requeue_handler is not None:
             signal.signal(signal.SIGUSR1, self._requeue_handler)  # Lightning restores its originals at teardown
             self._requeue_handler = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._run_deferred_signal()
+        self._run_deferred_signal(trainer)
         if trainer.global_step % self.every_n_train_steps == 0:
             if isinstance(pl_module, AutoencoderBase):
                 pl_module.check_finite(outputs, sync=True)  # never overwrite a good checkpoint with a broken one

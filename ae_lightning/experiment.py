@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -26,8 +25,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from ae_lightning.callbacks import EpochLine, ImagePanels, ResumeCheckpoint
+from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
 from ae_lightning.files import atomic_path
 from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
@@ -100,30 +100,6 @@ def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogge
         return None
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of the fit: allocated CUDA memory on a GPU, else the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set in MiB.
-
-    On Linux it is ``VmHWM`` of /proc/self/status: ``ru_maxrss`` keeps the peak of the parent a process was forked
-    from across exec (a run started by the suite runner would report the runner's peak if larger).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
-
-
 def evaluation_settings(spec: dict[str, Any]) -> EvaluationSettings:
     settings = dict(spec["evaluation"])
     settings["noise"] = Noise(**settings["noise"])
@@ -151,10 +127,24 @@ def save_examples(
     torch.save(examples, path)
 
 
+def datamodule_of(spec: dict[str, Any]) -> ImageDataModule:
+    """The run's data: split and evaluation corruption fixed by the suite's ``data.seed`` (every run of a suite,
+    whatever its seed, trains and is judged on the same images), shuffling driven by the run's seed."""
+    return ImageDataModule(**{**spec["data"], "shuffle_seed": spec["seed"]})
+
+
+def leave_process_group() -> None:
+    """After a DDP fit every rank leaves the process group, so the battery that rank 0 then runs alone cannot wait
+    on a collective (torchmetrics' ``compute()`` gathers from every rank while a group exists; the other ranks have
+    returned: NCCL errors, gloo errors or hangs)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def run(run_dir: Path) -> dict[str, Any]:
     spec = json.loads((run_dir / "spec.json").read_text())
     pl.seed_everything(spec["seed"], workers=True)
-    datamodule = ImageDataModule(**{**spec["data"], "seed": spec["seed"]})
+    datamodule = datamodule_of(spec)
     model = VARIANTS[spec["model"]](input_shape=datamodule.image_shape, **spec["model_args"])
     loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
     wandb_logger = make_wandb_logger(spec, run_dir)
@@ -162,12 +152,13 @@ def run(run_dir: Path) -> dict[str, Any]:
         loggers.append(wandb_logger)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None)
     resume = ResumeCheckpoint(spec.get("checkpoint_every_n_steps", 200), dirpath=str(run_dir / "checkpoints"))
+    meter = FitMeter()
     trainer = pl.Trainer(
         **spec["trainer"],
         default_root_dir=str(run_dir),
         logger=loggers,
         enable_progress_bar=False,
-        callbacks=[checkpoint, resume, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+        callbacks=[checkpoint, resume, meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
     )
     # The newest of last.ckpt and a checkpoint Lightning wrote on SLURM's preemption signal (hpc_ckpt_<n>.ckpt).
     candidates = [p for p in [Path(resume.path), *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
@@ -177,17 +168,19 @@ def run(run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
     fit_seconds = time.perf_counter() - started
+    trained_on = trainer.strategy.root_device
+    leave_process_group()
     if not trainer.is_global_zero:
         return {}
-    metrics: dict[str, Any] = {
-        "fit/seconds": fit_seconds,
-        "fit/samples_per_s": len(datamodule.splits["train"].labels) * trainer.current_epoch / fit_seconds,
-        "fit/peak_mem_mb": peak_memory_mb(model.device),
-    }
-    best = checkpoint.best_model_path if Path(checkpoint.best_model_path or "").is_file() else resume.path
-    state = torch.load(best, map_location=model.device, weights_only=True)["state_dict"]
-    model.load_state_dict(state)
+    peak_mem_mb = meter.peak_mem_mb or peak_memory_mb(trained_on)
+    metrics: dict[str, Any] = {"fit/seconds": fit_seconds, "fit/peak_mem_mb": peak_mem_mb}
+    if meter.samples:  # a run resumed after its last step trains nothing here: no throughput to report
+        metrics["fit/samples_per_s"] = meter.samples_per_s
     settings = evaluation_settings(spec)
+    device = evaluation_device(trained_on, settings.device)
+    best = checkpoint.best_model_path if Path(checkpoint.best_model_path or "").is_file() else resume.path
+    model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
+    model.to(device)
     splits = datamodule.splits
     metrics |= evaluate(
         model, splits["train"].images, splits["train"].labels, splits["test"].images, splits["test"].labels, settings
@@ -202,6 +195,9 @@ def run(run_dir: Path) -> dict[str, Any]:
         "checkpoint": Path(best).name,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "trained_on": str(trained_on),
+        "evaluated_on": str(device),
+        "world_size": trainer.world_size,
         "metrics": metrics,
     }
 

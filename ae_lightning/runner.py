@@ -2,9 +2,13 @@
 one evaluation battery, and compare them in W&B (one group) and in a local report.
 
 Each run is its own process (``python -m ae_lightning.experiment RUN_DIR``), so a crash or an OOM in one cannot
-take down the others and W&B runs never mix. With G visible GPUs, G runs go in parallel, one per GPU (``--ddp``:
-each run on all GPUs, one after another); on the CPU one at a time (``--parallel N``: N at once). Results are
-written per run as soon as it finishes; re-running the same command with the same ``--out`` skips finished runs.
+take down the others and W&B runs never mix. With G GPUs visible to this process (the inherited
+``CUDA_VISIBLE_DEVICES``: indices, UUIDs or MIG instances), G × K runs go in parallel, K per GPU
+(``--runs-per-gpu K``, default 1; ``--ddp``: each run on all of them, one after another); on the CPU one at a time
+(``--parallel N``: N at once). A suite whose ``trainer`` says ``{accelerator: cpu, strategy: ddp, devices: N}`` runs
+each run as N gloo processes. CPU threads are shared out from the CPUs this process may use (its affinity,
+``SLURM_CPUS_PER_TASK``). Results are written per run as soon as it finishes; re-running the same command with the
+same ``--out`` skips finished runs.
 
 Output directory::
 
@@ -37,6 +41,7 @@ import torch
 import yaml
 
 from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.devices import parse_device, usable_cpus, visible_gpus
 from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.battery import EvaluationSettings
 from ae_lightning.experiment import write_json_atomic
@@ -145,11 +150,13 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
         suite["variants"] = [v for v in variants if v["name"] in overrides.only]
     noise = suite["evaluation"].get("noise") or suite["data"].get("noise") or {"kind": "gaussian", "level": 0.3}
     Noise(**noise)
+    if suite["evaluation"].get("device") is not None:
+        parse_device(suite["evaluation"]["device"], "evaluation.device")
     suite["evaluation"]["noise"] = noise
     return suite
 
 
-def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, gpus: int, ddp: bool) -> list[Run]:
+def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, ddp: bool) -> list[Run]:
     runs = []
     for variant in suite["variants"]:
         for seed in suite["seeds"]:
@@ -189,18 +196,37 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if logged_in else "offline"
 
 
-class Slots:
-    """Where runs go: one slot per visible GPU, else ``parallel`` CPU slots; each slot holds one run at a time."""
+def processes_per_run(trainer: dict[str, Any], gpus: int) -> int:
+    """How many processes one run starts, to share the slot's CPU threads among: under DDP one per device (``devices:
+    N``, or every one of the slot's ``gpus`` for ``devices: -1``), else 1."""
+    if "ddp" not in str(trainer.get("strategy", "")):
+        return 1
+    devices = trainer.get("devices", 1)
+    if devices == -1:
+        return max(1, gpus)
+    return devices if isinstance(devices, int) and devices > 1 else 1
 
-    def __init__(self, gpus: int, ddp: bool, parallel: int) -> None:
+
+class Slots:
+    """Where runs go, each slot holding one run at a time: ``runs_per_gpu`` slots on each GPU of ``gpus`` (their
+    ``CUDA_VISIBLE_DEVICES`` entries, spread over the GPUs first), one slot with every GPU under ``ddp``, else
+    ``parallel`` CPU slots. The ``cpus`` this process may use are shared out as threads among the slots."""
+
+    def __init__(self, gpus: list[str], ddp: bool, parallel: int, runs_per_gpu: int = 1, cpus: int = 1) -> None:
         if gpus and not ddp:
-            self.envs = [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(gpus)]
+            self.envs = [{"CUDA_VISIBLE_DEVICES": gpu} for _ in range(runs_per_gpu) for gpu in gpus]
         elif gpus:
-            self.envs = [{}]
+            self.envs = [{"CUDA_VISIBLE_DEVICES": ",".join(gpus)}]
         else:
-            threads = str(max(1, (os.cpu_count() or 1) // parallel))
-            self.envs = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(parallel)]
+            self.envs = [{} for _ in range(parallel)]
+        self.threads = max(1, cpus // len(self.envs))
         self.free = list(range(len(self.envs)))
+
+    def env(self, slot: int, trainer: dict[str, Any]) -> dict[str, str]:
+        """The environment of a run in ``slot`` with these trainer settings (threads split among its processes)."""
+        gpus = len([g for g in self.envs[slot].get("CUDA_VISIBLE_DEVICES", "").split(",") if g])
+        threads = str(max(1, self.threads // processes_per_run(trainer, gpus)))
+        return {**self.envs[slot], "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
 def result_of(run: Run) -> dict[str, Any] | None:
@@ -258,7 +284,7 @@ def _execute(pending: list[Run], active: list, slots: Slots, total: int, stoppin
             (run.directory / "result.json").unlink(missing_ok=True)
             prefix = f"[{run.index}/{total} {run.variant} seed {run.seed}]"
             print(f"{prefix} started ({'slot ' + str(slot)})", flush=True)
-            env = {**os.environ, **slots.envs[slot], "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, **slots.env(slot, run.spec["trainer"]), "PYTHONUNBUFFERED": "1"}
             process = subprocess.Popen(
                 [sys.executable, "-m", "ae_lightning.experiment", str(run.directory)],
                 stdout=subprocess.PIPE,
@@ -329,6 +355,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants (by name)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once on CPU (default 1)")
     parser.add_argument("--ddp", action="store_true", help="with GPUs: each run on all GPUs (DDP), one after another")
+    parser.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        default=1,
+        help="runs sharing each GPU at once (default 1): small models (MNIST MLPs) use a fraction of a GPU",
+    )
     parser.add_argument("--wandb", choices=WANDB_MODES, default=None, help="W&B mode (default: the suite's, auto)")
     parser.add_argument("--count", action="store_true", help="print the number of runs and exit")
     parser.add_argument(
@@ -341,6 +373,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
+    if args.runs_per_gpu < 1:
+        raise ConfigError(f"--runs-per-gpu {args.runs_per_gpu}: must be >= 1")
+    if args.ddp and args.runs_per_gpu > 1:
+        raise ConfigError(
+            f"--runs-per-gpu {args.runs_per_gpu} with --ddp: a DDP run takes every GPU; use one or the other"
+        )
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: must be >= 1")
     return args
@@ -352,10 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     suite = load_suite(args.suite, args)
     out = args.out or Path("results") / suite["name"]
-    gpus = torch.cuda.device_count()
+    gpus = visible_gpus(os.environ, torch.cuda.device_count())
     if args.count:  # for sizing a SLURM array
         print(len(suite["variants"]) * len(suite["seeds"]))
         return 0
+    if args.ddp and not gpus:
+        raise ConfigError(
+            "--ddp runs each run on all GPUs, but this process sees none "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}, torch.cuda.device_count()=0). "
+            "For DDP on CPU processes give the suite trainer: {accelerator: cpu, strategy: ddp, devices: 2}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "suite.json").read_text()) if (out / "suite.json").is_file() else {}
     # Array tasks start at once: they agree on the id (the W&B group) through the array's job id.
@@ -365,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     suite["wandb"]["mode"] = resolve_wandb_mode(suite["wandb"]["mode"])
     write_json_atomic(out / "suite.json", {"suite_id": suite_id, "suite": copy.deepcopy(suite)})
-    runs = plan_runs(suite, suite_id, out, gpus, args.ddp)
+    runs = plan_runs(suite, suite_id, out, args.ddp)
     if args.task_index is not None:
         if not 0 <= args.task_index < len(runs):
             raise ConfigError(f"--task-index {args.task_index}: this suite has runs 0 to {len(runs) - 1}")
@@ -374,13 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     for run in finished:
         print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
     pending = [] if args.report_only else [r for r in runs if r not in finished]
-    place = f"{gpus} GPU(s)" + (" with DDP" if args.ddp else "") if gpus else f"CPU, {args.parallel} at a time"
+    cpus = usable_cpus(os.environ)
+    slots = Slots(gpus, args.ddp, args.parallel, args.runs_per_gpu, cpus)
+    if gpus:
+        place = f"GPU(s) {','.join(gpus)}" + (" with DDP" if args.ddp else f", {args.runs_per_gpu} run(s) per GPU")
+    else:
+        place = f"CPU ({cpus} cores), {args.parallel} at a time"
     print(
         f"suite {suite['name']} ({suite_id}): {len(runs)} runs, {len(pending)} to do, on {place}; "
         f"W&B {suite['wandb']['mode']}; results in {out}",
         flush=True,
     )
-    interrupted = execute(pending, Slots(gpus, args.ddp, args.parallel), len(runs))
+    interrupted = execute(pending, slots, len(runs))
     if interrupted:  # SIGTERM (preemption, scancel): leave the runs to resume; record nothing as failed
         return 128 + signal.SIGTERM
     records = records_of(runs)

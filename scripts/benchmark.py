@@ -30,7 +30,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from ae_lightning import VARIANTS, ImageDataModule
-from ae_lightning.experiment import peak_rss_mb
+from ae_lightning.devices import peak_rss_mb, synchronize
 from ae_lightning.variants.base import AutoencoderBase
 
 BATCH_SIZE = 128
@@ -46,10 +46,15 @@ def data_module(root: str, noise: dict | None = None, loader: str = "memory") ->
 
 
 class EpochTimer(pl.Callback):
+    """Seconds of a training epoch, with the device's queued work finished at both ends (CUDA runs asynchronously:
+    an unsynchronised timer measures how fast Python queues kernels, not how fast they run)."""
+
     def on_train_epoch_start(self, trainer, pl_module):
+        synchronize(pl_module.device)
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        synchronize(pl_module.device)
         self.seconds = time.perf_counter() - self.started
 
 
@@ -81,6 +86,7 @@ def hand_written_epoch(model: AutoencoderBase, images: torch.Tensor, device: tor
     encoder, decoder = model.encoder.to(device), model.decoder.to(device)
     optimizer = torch.optim.AdamW([*encoder.parameters(), *decoder.parameters()], lr=1e-3, weight_decay=0.0)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(device)
+    synchronize(device)
     started = time.perf_counter()
     for index in order.split(BATCH_SIZE):
         x = images[index]
@@ -88,8 +94,7 @@ def hand_written_epoch(model: AutoencoderBase, images: torch.Tensor, device: tor
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - started
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -98,3 +101,94 @@ def test_torchrun_launches_lightning_ddp(data_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
     assert final_state(tmp_path / "tr")["global_step"] == 20
+
+
+# --- decisions every rank must share, per-rank randomness (tests/ddp_worker.py on 2 gloo processes) ---------------
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def start_worker(tmp_path: Path, name: str, data_root: Path, **config) -> tuple[subprocess.Popen, Path, dict]:
+    out = tmp_path / name
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"out": str(out), "data_root": str(data_root), "model": "Autoencoder", **config}
+    (out / "config.json").write_text(json.dumps(config))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER), str(out / "config.json")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the launcher and its rank processes: one group to kill
+    )
+    return process, out, config
+
+
+def ddp_worker(tmp_path: Path, name: str, data_root: Path, timeout: float = 150, **config) -> dict[int, dict]:
+    """Run the worker to the end; each rank's record. A hang (ranks waiting on different collectives) fails."""
+    process, out, config = start_worker(tmp_path, name, data_root, **config)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"{name}: the ranks hung (no end after {timeout} s)") from None
+    assert process.returncode == 0, stderr[-3000:]
+    return {rank: torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(config.get("devices", 2))}
+
+
+def assert_same_weights(one: dict, two: dict) -> None:
+    assert one.keys() == two.keys()
+    for name, tensor in one.items():
+        assert torch.equal(tensor, two[name]), name
+
+
+def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
+    ranks = ddp_worker(
+        tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1
+    )
+    # Rank 1's NaN reached rank 0's gradients through the all-reduce: only if both skip do they stay equal and finite
+    assert_same_weights(ranks[0]["state_dict"], ranks[1]["state_dict"])
+    assert all(torch.isfinite(t).all() for t in ranks[0]["state_dict"].values())
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 10
+
+
+def test_preemption_signal_on_one_rank_is_handled_by_all_at_one_step(data_root, tmp_path):
+    # Rank 1 alone gets SIGUSR1 during step 4; the handler saves a checkpoint (a collective). Handled per rank, rank 1
+    # would wait in the checkpoint's barrier while rank 0 all-reduces gradients: a hang or a gloo error.
+    ranks = ddp_worker(tmp_path, "signal", data_root, rank=1, signal_at_step=4, signal_sync_every=5, epochs=2)
+    assert ranks[0]["handled_at"] == ranks[1]["handled_at"] == [5]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 5
+    checkpoint = tmp_path / "signal" / "hpc_ckpt_1.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 5
+    # the requeued job resumes from it and ends where an uninterrupted run ends
+    resumed = ddp_worker(tmp_path, "requeued", data_root, epochs=2, ckpt_path=str(checkpoint))
+    assert resumed[0]["global_step"] == resumed[1]["global_step"] == 20
+    assert_same_weights(resumed[0]["state_dict"], resumed[1]["state_dict"])
+
+
+def test_ranks_draw_their_own_noise_and_kill_resume_stays_bitwise(data_root, tmp_path):
+    denoising = {"model": "DenoisingAutoencoder", "epochs": 3, "checkpoint_every": 7}
+    whole = ddp_worker(tmp_path, "whole", data_root, **denoising)
+    # each rank its own stream (noise, dropout, ε)
+    assert not torch.equal(whole[0]["first_rng_state"], whole[1]["first_rng_state"])
+    # one process draws exactly what it drew before: nothing touches its stream between train start and batch 0
+    # (the plain AE draws nothing there itself)
+    (one_process,) = ddp_worker(tmp_path, "one", data_root, devices=1, max_steps=1).values()
+    assert torch.equal(one_process["rng_state_at_train_start"], one_process["first_rng_state"])
+
+    process, out, _ = start_worker(tmp_path, "killed", data_root, **denoising)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "last.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # every rank, mid-run
+    process.wait()
+    killed_at = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(killed_at["ae_lightning"]["rng_per_rank"]) == 2  # both ranks' random states are in the checkpoint
+    resumed = ddp_worker(tmp_path, "resumed", data_root, **denoising, ckpt_path=str(out / "checkpoints" / "last.ckpt"))
+    for rank in (0, 1):
+        assert resumed[rank]["global_step"] == whole[rank]["global_step"] == 30
+        assert_same_weights(resumed[rank]["state_dict"], whole[rank]["state_dict"])

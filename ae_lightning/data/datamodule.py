@@ -194,7 +194,9 @@ class ImageDataModule(pl.LightningDataModule):
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
         batch_size: samples per batch *per device* (under DDP the global batch is ``batch_size × world size``).
         val_size: images held out of the official train split for validation (0 allowed).
-        seed: seeds the train/val split, the per-epoch shuffles and the evaluation corruption.
+        seed: seeds the train/val split and the evaluation corruption (and the shuffles, unless ``shuffle_seed``).
+        shuffle_seed: seeds the per-epoch shuffles; None = ``seed``. A suite keeps ``seed`` fixed for all its runs
+            (same split, same corrupted evaluation images) and gives each run its own seed here.
         noise: optional corruption ``{kind: gaussian|masking|salt_pepper, level: σ or ν}``.
         predict_split: which split ``predict`` encodes: ``train``, ``val`` or ``test``.
         data_on_device: ``loader: memory`` on a GPU: keep the uint8 splits on it (sliced there, no per-step copy).
@@ -216,6 +218,7 @@ class ImageDataModule(pl.LightningDataModule):
         data_on_device: bool = True,
         loader: str = "memory",
         num_workers: int = 2,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
@@ -233,6 +236,7 @@ class ImageDataModule(pl.LightningDataModule):
             noise = Noise(**noise)
         self.name, self.root, self.download = name, root, download
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.noise, self.predict_split, self.data_on_device = noise, predict_split, data_on_device
         self.loader, self.num_workers = loader, num_workers
         self.splits: dict[str, Split] = {}
@@ -279,7 +283,7 @@ class ImageDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         data = self.splits[split]
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        order = EpochPermutation(len(data.labels), shuffle, self.seed, rank, world)
+        order = EpochPermutation(len(data.labels), shuffle, self.shuffle_seed, rank, world)
         if self.loader == "dataloader":
             return WorkerLoader(data, self.batch_size, order, self.num_workers, pin_memory=device.type == "cuda")
         if self.data_on_device and device.type == "cuda" and data.images.device != device:

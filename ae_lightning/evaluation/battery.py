@@ -9,7 +9,8 @@ Keys (a public contract: W&B panels and the report use them):
     test/code_sparsity                             fraction of code units with |z| < 1e-3 (sigmoid codes: z < 0.05)
     test/elbo, test/nll_iw, test/active_units      VAE only (nats; Bernoulli likelihoods on binarised x > 0.5)
 
-The battery runs in one process on the full test split (never on a DDP shard) and needs no Trainer.
+The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
+collectives, and needs no Trainer.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class EvaluationSettings:
     jacobian_samples: int | None = 1000
     iw_samples: int = 1000  # k importance samples per image for test/nll_iw
     iw_images: int | None = None
+    device: str | None = None  # where the battery runs; None: the device the run trained on
 
 
 def batches(images: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
@@ -71,10 +73,12 @@ def reconstruction_metrics(
     model: AutoencoderBase, images: Tensor, noisy: Tensor | None, prefix: str, settings: EvaluationSettings
 ) -> dict[str, float]:
     """MSE, PSNR and SSIM of h(g(input)) against the clean images (input = noisy when given)."""
+    # One process judges the whole test set: never gather from other ranks, even where a process group exists.
+    local = {"sync_on_compute": False}
     metrics = {
-        "mse": MeanSquaredError(),
-        "psnr": PeakSignalNoiseRatio(data_range=1.0),
-        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+        "mse": MeanSquaredError(**local),
+        "psnr": PeakSignalNoiseRatio(data_range=1.0, **local),
+        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0, **local),
     }
     metrics = {name: metric.to(model.device) for name, metric in metrics.items()}
     for start, clean in zip(

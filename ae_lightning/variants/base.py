@@ -19,18 +19,22 @@ import torchmetrics
 from torch import Tensor, nn
 
 from ae_lightning.data.datamodule import Batch
+from ae_lightning.devices import HostCopy, rank_seed
 from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network
+
+# Losses are computed in float32 whatever the networks ran in (bf16-mixed, 16-mixed): ``.float()`` is free on
+# float32 tensors and keeps half-precision rounding out of sums over hundreds of pixels.
 
 
 def mse_distance(logits: Tensor, x: Tensor) -> Tensor:
     """Mean squared error between the reconstruction σ(logits) and x, averaged over pixels and batch."""
-    return F.mse_loss(torch.sigmoid(logits), x)
+    return F.mse_loss(torch.sigmoid(logits.float()), x.float())
 
 
 def bce_distance(logits: Tensor, x: Tensor) -> Tensor:
     """Binary cross-entropy between the reconstruction σ(logits) and x (numerically stable, from logits)."""
-    return F.binary_cross_entropy_with_logits(logits, x)
+    return F.binary_cross_entropy_with_logits(logits.float(), x.float())
 
 
 DISTANCES = {"mse": mse_distance, "bce": bce_distance}
@@ -109,7 +113,7 @@ class AutoencoderBase(pl.LightningModule):
         self.skipped_batches = torchmetrics.SumMetric()
         # read on every step: plain booleans, not a lookup in hparams each time
         self._stop_on_nonfinite, self._skip_nonfinite = nonfinite == "stop", nonfinite == "skip"
-        self._pending_finite_check: tuple[int, int, Tensor, dict[str, Tensor]] | None = None
+        self._pending_finite_check: tuple[int, int, HostCopy, dict[str, Tensor]] | None = None
         self.val_mse = torchmetrics.MeanSquaredError()
         self.test_mse = torchmetrics.MeanSquaredError()
 
@@ -161,13 +165,14 @@ class AutoencoderBase(pl.LightningModule):
         that are.
 
         On the CPU the check is immediate and costs one scalar read. On a GPU it must not stall every step, so the
-        loss is copied to the host without waiting and read one step later; ``sync=True`` (before a checkpoint is
-        written) checks the current step at once.
+        loss is copied to the host without waiting and read one step later, after the copy's event says it landed
+        (:class:`~ae_lightning.devices.HostCopy`); ``sync=True`` (before a checkpoint is written) checks the current
+        step at once.
         """
         if not self._stop_on_nonfinite:
             return
         pending, self._pending_finite_check = self._pending_finite_check, None
-        if pending is not None and not math.isfinite(pending[2].item()):
+        if pending is not None and not math.isfinite(pending[2].value()):
             self._raise_nonfinite(*pending)
         loss = terms["loss"].detach()
         if sync or loss.device.type == "cpu":
@@ -177,13 +182,14 @@ class AutoencoderBase(pl.LightningModule):
             self._pending_finite_check = (
                 self.global_step,
                 self.current_epoch,
-                loss.to("cpu", non_blocking=True),
+                HostCopy(loss),
                 {name: value.detach() for name, value in terms.items()},
             )
 
-    def _raise_nonfinite(self, step: int, epoch: int, loss: Tensor, terms: dict[str, Tensor]) -> None:
+    def _raise_nonfinite(self, step: int, epoch: int, loss: Tensor | HostCopy, terms: dict[str, Tensor]) -> None:
         bad = {name: value.item() for name, value in terms.items() if not torch.isfinite(value)}
-        shown = ", ".join(f"train/{k}={v}" for k, v in bad.items() if k != "loss") or f"train/loss={loss.item()}"
+        loss_value = loss.value() if isinstance(loss, HostCopy) else loss.item()
+        shown = ", ".join(f"train/{k}={v}" for k, v in bad.items() if k != "loss") or f"train/loss={loss_value}"
         raise NonFiniteLossError(
             f"non-finite loss in {type(self).__name__} at step {step} (epoch {epoch}): {shown}; training "
             "stopped, checkpoints written before this step are kept. Lower model.learning_rate or the "
@@ -197,7 +203,10 @@ class AutoencoderBase(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._skip_nonfinite:
             return
-        skip = not torch.isfinite(self._step_loss)
+        # Under DDP the gradients were all-reduced in backward, so one rank's NaN is in every rank's gradients:
+        # if any rank saw a non-finite loss, every rank skips, and the replicas stay identical.
+        skip = not bool(torch.isfinite(self._step_loss))
+        skip = self.trainer.strategy.reduce_boolean_decision(skip, all=False)
         if skip:
             for param in self.parameters():
                 param.grad = None  # torch optimizers leave parameters without gradients untouched
@@ -226,7 +235,12 @@ class AutoencoderBase(pl.LightningModule):
 
     # --- checkpoints: exact resume, and no loading into the wrong variant -----------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ae_lightning"] = {"variant": type(self).__name__, "rng": rng_states()}
+        saved = {"variant": type(self).__name__, "rng": rng_states()}
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Every rank draws its own stream (see on_train_start); every rank builds the checkpoint, rank 0 writes it.
+            saved["rng_per_rank"] = gather_rng_states(trainer.strategy)
+        checkpoint["ae_lightning"] = saved
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
@@ -248,14 +262,22 @@ class AutoencoderBase(pl.LightningModule):
                 f"the checkpoint was written by {variant}, but the model is {type(self).__name__}: "
                 f"use --model {variant} (or the config saved with that run)"
             )
-        self._rng_to_restore = saved.get("rng")
+        self._rng_to_restore = saved if "rng" in saved else None
 
     def on_train_start(self) -> None:
         # Random draws (training noise, dropout, VAE sampling) continue where the checkpoint left them, so a resumed
         # run is bitwise the run that was not interrupted. Restored here: after the sanity check, before any batch.
-        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
-        if states is not None:
-            restore_rng_states(states)
+        # Under DDP every rank has a stream of its own (else all ranks draw the same noise, masks and ε); rank 0's
+        # is the stream one process draws, so a single-process run is unchanged.
+        saved, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        rank = self.global_rank
+        per_rank = (saved or {}).get("rng_per_rank") or []
+        if rank < len(per_rank):
+            restore_rank_rng_state(per_rank[rank])
+        elif saved is not None and rank == 0:
+            restore_rng_states(saved["rng"])
+        elif rank > 0:  # a fresh start, or a checkpoint written by fewer ranks
+            torch.manual_seed(rank_seed(torch.initial_seed(), rank))
 
     # --- checks and GPU options ---------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -287,6 +309,24 @@ def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_rng_states(strategy) -> list[dict[str, Tensor]]:
+    """Every rank's random state — the CPU generator and its own device's — as a list indexed by rank. A collective:
+    every rank calls it (Lightning builds the checkpoint on every rank)."""
+    device = strategy.root_device
+    local = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["device"] = torch.cuda.get_rng_state(device)
+    gathered = {key: strategy.all_gather(state.to(device)).cpu() for key, state in local.items()}  # [world, n]
+    # clone: each rank's state its own storage (torch.set_rng_state crashes on a view with a storage offset)
+    return [{key: states[rank].clone() for key, states in gathered.items()} for rank in range(strategy.world_size)]
+
+
+def restore_rank_rng_state(state: dict[str, Tensor]) -> None:
+    torch.set_rng_state(state["torch"].clone())  # clone: a view into a shared storage crashes set_rng_state
+    if "device" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["device"].clone(), torch.cuda.current_device())
 
 
 def non_negative(name: str, value: float) -> float:

@@ -146,5 +146,5 @@ class ContractiveAutoencoder(AutoencoderBase):
         x = batch.clean
         z, jacobian_frobenius = self.code_and_jacobian_frobenius(x)
         recon = self.distance(self.decoder(z), x)
-        contractive = self.contractive_weight * jacobian_frobenius.mean()
+        contractive = self.contractive_weight * jacobian_frobenius.float().mean()
         return {"loss": recon + contractive, "recon": recon, "contractive": contractive}

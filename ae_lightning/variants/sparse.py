@@ -18,8 +18,10 @@ def l1_penalty(z: Tensor) -> Tensor:
 
 
 def kl_sparsity(z: Tensor, rho: float) -> Tensor:
-    """Σⱼ KL(ρ ‖ ρ̂ⱼ) with ρ̂ⱼ the batch-mean activation of sigmoid code unit j."""
-    rho_hat = z.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+    """Σⱼ KL(ρ ‖ ρ̂ⱼ) with ρ̂ⱼ the batch-mean activation of sigmoid code unit j.
+
+    In float32 whatever z is: in half precision 1 − 1e-6 rounds to 1, and a saturated unit would give log 0."""
+    rho_hat = z.float().mean(dim=0).clamp(1e-6, 1 - 1e-6)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
 

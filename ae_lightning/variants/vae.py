@@ -13,20 +13,24 @@ from ae_lightning.data.datamodule import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.base import AutoencoderBase, non_negative
 
+# The KL and the likelihoods are sums over units and pixels: computed in float32 also under mixed precision
+# (``.float()`` is free on float32 tensors).
+
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(μ, σ²) ‖ N(0, I)) per sample = ½ Σⱼ (μⱼ² + σⱼ² − 1 − log σⱼ²)."""
+    mu, logvar = mu.float(), logvar.float()
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
 
 
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
     """−log p(x | z) per sample, Bernoulli likelihood summed over pixels (x in [0, 1])."""
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(dim=1)
+    return F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(dim=1)
 
 
 def gaussian_nll(mean: Tensor, x: Tensor, std: float) -> Tensor:
     """−log N(x; mean, std²·I) per sample, summed over pixels."""
-    squared = (x - mean).pow(2).flatten(1).sum(dim=1) / (2 * std**2)
+    squared = (x.float() - mean.float()).pow(2).flatten(1).sum(dim=1) / (2 * std**2)
     return squared + x[0].numel() * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
 
@@ -60,7 +64,7 @@ class VariationalAutoencoder(AutoencoderBase):
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(μ, log σ²) of q(z|x)."""
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        mu, logvar = self.encoder(x).float().chunk(2, dim=1)  # float32 under mixed precision: z = μ + σε, KL
         return mu, logvar
 
     def encode(self, x: Tensor) -> Tensor:
