@@ -19,8 +19,8 @@ CONFIGS = REPO / "experiments" / "configs"
 SMALL_DATA = ["--data.val_size", "100", "--data.batch_size", "50", "--data.download", "false"]
 
 
-def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def cli(*args: str, cwd: Path, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ae_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -11,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from conftest import write_small_suite
 from test_cli import cli
 
 DATA = ["--data.name", "mnist", "--data.val_size", "100", "--data.download", "false"]
@@ -192,3 +195,52 @@ def test_ranks_draw_their_own_noise_and_kill_resume_stays_bitwise(data_root, tmp
     for rank in (0, 1):
         assert resumed[rank]["global_step"] == whole[rank]["global_step"] == 30
         assert_same_weights(resumed[rank]["state_dict"], whole[rank]["state_dict"])
+
+
+# --- compare: a suite whose runs are DDP jobs of 2 gloo processes, through the battery -----------------------------
+
+DDP_CPU = {"max_epochs": 2, "accelerator": "cpu", "strategy": "ddp", "devices": 2}
+
+
+def run_suite(tmp_path: Path, data_root: Path, variants: list[dict], trainer: dict, name: str) -> list[dict]:
+    suite = write_small_suite(
+        tmp_path / f"{name}.yaml", data_root, name, variants, 2, "disabled", trainer=trainer, seeds=[0]
+    )
+    result = cli("compare", str(suite), "--out", str(tmp_path / name), cwd=tmp_path, timeout=1200)
+    records = json.loads((tmp_path / name / "summary.json").read_text())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for record in records:
+        assert record["status"] == "done", record
+        assert all(math.isfinite(value) for value in record["metrics"].values()), record
+    return records
+
+
+def test_ddp_suite_runs_each_run_as_two_processes_through_the_battery(data_root, tmp_path):
+    variants = [{"model": "Autoencoder"}, {"model": "VariationalAutoencoder", "args": {"latent_dim": 8}}]
+    records = run_suite(tmp_path, data_root, variants, DDP_CPU, "ddp")
+    for record in records:
+        result = json.loads((Path(record["run_dir"]) / "result.json").read_text())
+        assert result["world_size"] == 2 and result["steps"] == 10  # 500 images, 2 ranks × 50 a step, 2 epochs
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (Path(record["run_dir"]) / "log.txt").read_text()
+        assert "test/psnr" in record["metrics"]  # torchmetrics computed by rank 0 alone
+
+
+ALL_SIX = [
+    {"model": "Autoencoder"},
+    {"model": "DenoisingAutoencoder", "data": {"noise": {"kind": "gaussian", "level": 0.3}}},
+    {"model": "SparseAutoencoder", "args": {"penalty": "kl"}},
+    {"model": "DropoutAutoencoder"},
+    {"model": "ContractiveAutoencoder"},
+    {"model": "VariationalAutoencoder", "args": {"latent_dim": 8}},
+]
+
+
+@pytest.mark.slow
+def test_every_variant_finishes_a_ddp_suite(data_root, tmp_path):
+    assert len(run_suite(tmp_path, data_root, ALL_SIX, DDP_CPU, "ddp_all")) == 6
+
+
+@pytest.mark.slow
+def test_every_variant_finishes_a_bf16_suite(data_root, tmp_path):
+    trainer = {"max_epochs": 2, "accelerator": "cpu", "precision": "bf16-mixed"}
+    assert len(run_suite(tmp_path, data_root, ALL_SIX, trainer, "bf16_all")) == 6
