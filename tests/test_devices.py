@@ -18,7 +18,7 @@ from ae_lightning.devices import HostCopy, evaluation_device, rank_seed, usable_
 from ae_lightning.errors import ConfigError
 from ae_lightning.runner import Slots, processes_per_run
 
-from conftest import quiet_trainer, write_small_suite
+from conftest import REPO, quiet_trainer, write_small_suite
 from test_cli import cli
 
 
@@ -144,10 +144,54 @@ def test_ddp_flag_without_gpus_is_one_clear_error(tmp_path, data_root):
     assert not (tmp_path / "out").exists()  # nothing written before the error
 
 
-def test_a_run_records_where_it_trained_and_was_judged(tmp_path, data_root):
+def test_a_run_records_where_it_trained_and_the_smoke_verdicts_read_it(tmp_path, data_root):
     suite = write_small_suite(tmp_path / "s.yaml", data_root, "s", [{"model": "Autoencoder"}], 1, "disabled", seeds=[0])
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    out = tmp_path / "smoke" / "one_gpu"  # laid out as scripts/gpu_smoke.sh lays out its first part
+    result = cli("compare", str(suite), "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    record = json.loads((tmp_path / "out" / "runs" / "Autoencoder" / "seed0" / "result.json").read_text())
+    record = json.loads((out / "runs" / "Autoencoder" / "seed0" / "result.json").read_text())
     assert record["trained_on"] == record["evaluated_on"] == "cpu" and record["world_size"] == 1
     assert record["metrics"]["fit/samples_per_s"] > 0
+    # the smoke test's verdicts: one line per check; a CPU run passes as CPU and fails as a GPU run
+    on_cpu = subprocess.run(
+        [sys.executable, "-m", "ae_lightning.smoke", str(tmp_path / "smoke"), "--expect-device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert on_cpu.returncode == 0, on_cpu.stdout
+    assert on_cpu.stdout.splitlines()[:3] == [
+        "PASS  one_gpu: every run done (1 of 1); not done: []",
+        "PASS  one_gpu: battery ran on cpu; elsewhere: []",
+        f"PASS  one_gpu: fit/peak_mem_mb is cpu memory ({record['metrics']['fit/peak_mem_mb']:.0f} MiB); not: []",
+    ]
+    as_gpu = subprocess.run(
+        [sys.executable, "-m", "ae_lightning.smoke", str(tmp_path / "smoke")], capture_output=True, text=True
+    )
+    assert as_gpu.returncode == 1
+    assert "FAIL  one_gpu: battery ran on cuda; elsewhere: ['Autoencoder/seed0']" in as_gpu.stdout
+    assert "FAIL  one_gpu: fit/peak_mem_mb is cuda memory" in as_gpu.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU smoke test needs a CUDA device; none here")
+def test_gpu_smoke_script(tmp_path):
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_smoke.sh"), str(tmp_path / "smoke")],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    assert "gpu smoke: all checks passed" in result.stdout
+
+
+def test_gpu_smoke_script_without_a_gpu_says_so(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_smoke.sh"), str(tmp_path / "smoke")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "gpu_smoke: no CUDA device here" in result.stderr and "run it on a GPU node" in result.stderr
+    assert not (tmp_path / "smoke").exists()

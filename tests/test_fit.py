@@ -17,19 +17,39 @@ def datamodule(data_root, **kwargs) -> ImageDataModule:
     )
 
 
+# Each variant must reconstruct clearly better than the best image a decoder can output without looking at its
+# code: the mean training image (a bias-only decoder, or a collapsed VAE, reaches it; an untrained net does not, so
+# "better than untrained" proves nothing). Measured (40 epochs, seed 0): AE 0.47, CAE 0.46, dropout 0.48, DAE at
+# σ = 0.05 0.49, sparse (L1) 0.77, VAE at β = 0.1 0.67 of the mean-image MSE. At β = 1 the VAE collapses to the mean
+# image on these low-contrast images (KL ≈ 0), so it is tested at β = 0.1, with its code carrying information.
+FIT_CASES = {
+    "Autoencoder": ({}, 0.6),
+    "ContractiveAutoencoder": ({}, 0.6),
+    "DropoutAutoencoder": ({}, 0.6),
+    "DenoisingAutoencoder": ({}, 0.65),
+    "SparseAutoencoder": ({}, 0.9),
+    "VariationalAutoencoder": ({"beta": 0.1}, 0.8),
+}
+
+
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_short_fit_lowers_reconstruction_error(data_root, name):
+def test_short_fit_beats_the_mean_image(data_root, name):
     pl.seed_everything(0)
-    noise = {"kind": "gaussian", "level": 0.2} if name == "DenoisingAutoencoder" else None
+    noise = {"kind": "gaussian", "level": 0.05} if name == "DenoisingAutoencoder" else None
     dm = datamodule(data_root, noise=noise)
-    model = VARIANTS[name](input_shape=dm.image_shape, latent_dim=16, learning_rate=3e-3)
-    before = quiet_trainer().validate(model, datamodule=dm, verbose=False)[0]
-    fit = quiet_trainer(max_epochs=10)
+    dm.setup()
+    mean_image = (dm.splits["train"].images.float() / 255).mean(0)
+    mean_image_mse = (dm.splits["val"].images.float() / 255 - mean_image).pow(2).mean().item()
+    args, margin = FIT_CASES[name]
+    model = VARIANTS[name](input_shape=dm.image_shape, latent_dim=16, learning_rate=3e-3, **args)
+    fit = quiet_trainer(max_epochs=40, log_every_n_steps=10)
     fit.fit(model, datamodule=dm)
     assert {"train/loss", "train/recon"} <= set(fit.callback_metrics)
     after = fit.validate(model, datamodule=dm, verbose=False)[0]
-    assert after["val/mse"] < 0.5 * before["val/mse"], (before, after)
+    assert after["val/mse"] < margin * mean_image_mse, (after, mean_image_mse)
     assert {"val/loss", "val/mse", "val/recon"} <= set(after)
+    if name == "VariationalAutoencoder":
+        assert after["val/kl"] > 1.0  # nats: the code is not the prior (no posterior collapse)
 
 
 def test_denoising_without_noise_refuses_to_fit(data_root):
