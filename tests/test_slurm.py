@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -174,5 +175,54 @@ def test_preemption_requeues_and_resumes_to_the_same_final_step(cluster, data_ro
     assert hpc, "Lightning saved no checkpoint on SIGUSR1"
     interrupted_at = torch.load(hpc[0], weights_only=True)["global_step"]
     assert 0 < interrupted_at < epochs * 10
+    assert "Restored all states from the checkpoint" in output
+    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == epochs * 10  # as an uninterrupted run
+
+
+def task_pids(env: dict, job: str) -> dict[int, int]:
+    """{global rank: pid} of the job's srun tasks (scontrol listpids: PID JOBID STEPID LOCALID GLOBALID)."""
+    listed = subprocess.run(["scontrol", "listpids", job], env=env, capture_output=True, text=True)
+    pids = {}
+    for line in listed.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 5 and fields[4].isdigit() and fields[2] != "batch":
+            pids[int(fields[4])] = int(fields[0])
+    return pids
+
+
+def test_preemption_signal_to_one_ddp_rank_checkpoints_every_rank_at_one_step(cluster, data_root, tmp_path):
+    # SIGUSR1 reaches rank 1 only. Lightning's handler saves the hpc checkpoint, a collective: both ranks must run
+    # it at the same step or the job hangs. Then the job requeues and both ranks resume to the uninterrupted end.
+    env = {**cluster, "RUN_DIR": str(tmp_path / "run")}
+    epochs = 60
+    args = fit_args(
+        data_root,
+        "--model",
+        "Autoencoder",
+        "--data.batch_size",
+        "25",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.strategy",
+        "ddp",
+        "--resume_checkpoint.every_n_train_steps",
+        "20",
+        "--resume_checkpoint.signal_sync_every_n_steps",
+        "5",
+    )
+    job = submit(env, tmp_path, "--ntasks-per-node", "2", "--cpus-per-task", "1", str(SLURM / "run.sbatch"), *args)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline and in_queue(env, job), "no checkpoint before the job ended"
+        time.sleep(0.2)
+    pids = task_pids(env, job)
+    assert set(pids) == {0, 1}, pids
+    os.kill(pids[1], signal.SIGUSR1)  # rank 1 alone
+    wait_gone(env, job, timeout=900)
+    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
+    assert "(restart 1)" in output, output[-4000:]  # requeued once, by rank 0's handler
+    (hpc,) = (tmp_path / "run").glob("hpc_ckpt_*.ckpt")
+    interrupted_at = torch.load(hpc, weights_only=True)["global_step"]
+    assert 0 < interrupted_at < epochs * 10 and interrupted_at % 5 == 0  # at an agreed step
     assert "Restored all states from the checkpoint" in output
     assert newest_last_checkpoint(tmp_path / "run")["global_step"] == epochs * 10  # as an uninterrupted run
