@@ -21,7 +21,9 @@ from torchvision.utils import make_grid
 
 from ae_lightning.devices import peak_memory_mb, synchronize
 from ae_lightning.errors import ConfigError
-from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
+from ae_lightning.messages import warn
+from ae_lightning.variants import AutoencoderBase
+from ae_lightning.variants.base import Samples
 
 
 class EpochLine(pl.Callback):
@@ -121,7 +123,7 @@ class ImagePanels(pl.Callback):
             .float()
             .cpu()
         )
-        if isinstance(pl_module, VariationalAutoencoder):
+        if isinstance(pl_module, Samples):
             images["images/prior_samples"] = make_grid(pl_module.sample(64), nrow=8)
             start, end = codes[0], codes[1]
             steps = torch.linspace(0, 1, 10).unsqueeze(1)
@@ -134,7 +136,7 @@ class ImagePanels(pl.Callback):
                 for key, grid in images.items():
                     logger.log_image(key, images=[grid.clamp(0, 1).cpu()], step=trainer.global_step)
             except Exception as err:  # W&B problems never fail a training run
-                print(f"warning: W&B image logging failed: {err}", file=sys.stderr)
+                warn(f"W&B image logging failed: {err}")
         plt.close(figure)
 
 

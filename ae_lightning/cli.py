@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -20,7 +21,7 @@ from ae_lightning.callbacks import ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError, DataNotFoundError, NonFiniteLossError
 from ae_lightning.files import atomic_path
-from ae_lightning.variants import AutoencoderBase
+from ae_lightning.variants import VARIANTS, AutoencoderBase
 
 # Errors the user can act on: printed as one line (no traceback), with this exit code.
 USER_ERRORS = {ConfigError: 2, DataNotFoundError: 2, NonFiniteLossError: 3}
@@ -63,6 +64,10 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class AutoencoderCLI(LightningCLI):
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        # Parse errors are raised (and printed short by main), not printed after 90 lines of usage.
+        return super().init_parser(**{**kwargs, "exit_on_error": False})
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -107,30 +112,60 @@ COMPARE_EPILOG = (
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
+    """LightningCLI over every variant; ``args=None`` reads the command line."""
     return AutoencoderCLI(
         AutoencoderBase,
         ImageDataModule,
         subclass_mode_model=True,
         seed_everything_default=0,
-        trainer_defaults={
-            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-        },
+        # Logs, checkpoints and the saved config go under default_root_dir (Lightning's default logger, a CSVLogger
+        # when TensorBoard is not installed, writes to <default_root_dir>/lightning_logs/version_<n>).
+        trainer_defaults={"default_root_dir": "runs"},
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": COMPARE_EPILOG},
+        parser_kwargs={"epilog": COMPARE_EPILOG, "prog": "ae-lightning"},
         args=args,
         run=run,
     )
 
 
+def check_model_argument(argv: list[str]) -> None:
+    """A bad ``--model`` gets one line naming the value and the variants, before LightningCLI's parser (whose
+    message for it runs to ~90 lines)."""
+    for index, arg in enumerate(argv):
+        if arg == "--model" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--model="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        name = value.rsplit(".", 1)[-1]
+        if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or name in VARIANTS:
+            continue  # inline YAML/JSON, a config file, or a variant (by name or import path)
+        raise ConfigError(f"--model {value!r} is not a variant; allowed: {sorted(VARIANTS)} (ae-lightning fit --help)")
+
+
+SHOWN_PARSE_LINES = ("- Expected", "Expected", "Parser key", "Key ", "Given value:", "Subtypes:", "Unrecognized")
+
+
+def short_parse_error(err: ArgumentError) -> str:
+    """jsonargparse's message for a bad option, cut to the lines naming the key, the value and what was expected."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    keep = [lines[0], *(line for line in lines[1:] if line.startswith(SHOWN_PARSE_LINES))]
+    return "\n  ".join(dict.fromkeys(keep[:8])) + "\n  (ae-lightning --help, or ae-lightning fit --help, for more)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv[:1] == ["compare"]:
+        if args[:1] == ["compare"]:
             from ae_lightning.runner import main as compare_main
 
-            sys.exit(compare_main(argv[1:]))
-        else:
-            run_cli(argv)
+            sys.exit(compare_main(args[1:]))
+        check_model_argument(args)
+        run_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns on every command)
+    except ArgumentError as err:
+        print(f"ae-lightning: error: {short_parse_error(err)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         user_error = find_user_error(err)
         if user_error is None:

@@ -1,4 +1,5 @@
-"""Errors a user can fix: the CLI prints their message alone (no traceback) and exits with code 2."""
+"""Errors a user can fix: the CLI prints their message alone (no traceback) and exits with a code that says which:
+2 for a bad option or missing data (ConfigError, DataNotFoundError), 3 for a non-finite loss (NonFiniteLossError)."""
 
 
 class ConfigError(ValueError):

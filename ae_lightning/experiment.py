@@ -30,7 +30,9 @@ from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
 from ae_lightning.files import atomic_path
-from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
+from ae_lightning.messages import warn
+from ae_lightning.variants import VARIANTS, AutoencoderBase
+from ae_lightning.variants.base import Samples
 
 EXAMPLE_IMAGES = 8
 
@@ -53,7 +55,7 @@ class TolerantWandbLogger(WandbLogger):
             return getattr(super(), method)(*args, **kwargs)
         except Exception as err:
             self.failed = True
-            print(f"warning: W&B disabled for this run after an error in {method}: {err}", file=sys.stderr)
+            warn(f"W&B disabled for this run after an error in {method}: {err}")
             return None
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
@@ -96,7 +98,7 @@ def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogge
             config=spec,
         )
     except Exception as err:
-        print(f"warning: W&B unavailable for this run ({err}); logging to CSV only", file=sys.stderr)
+        warn(f"W&B unavailable for this run ({err}); logging to CSV only")
         return None
 
 
@@ -121,7 +123,7 @@ def save_examples(
         "reconstruction": model(clean.to(model.device)).cpu(),
         "denoised": model(noisy.to(model.device)).cpu(),
     }
-    if isinstance(model, VariationalAutoencoder):
+    if isinstance(model, Samples):
         torch.manual_seed(0)
         examples["samples"] = model.sample(32).cpu()
     torch.save(examples, path)
@@ -190,7 +192,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         try:
             wandb_logger.experiment.summary.update(metrics)
         except Exception as err:
-            print(f"warning: W&B summary not written: {err}", file=sys.stderr)
+            warn(f"W&B summary not written: {err}")
     return {
         "checkpoint": Path(best).name,
         "epochs": trainer.current_epoch,

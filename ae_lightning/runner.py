@@ -139,9 +139,7 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
         try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
             datamodule = ImageDataModule(**data)
             VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **(variant.get("args") or {}))
-        except ConfigError as err:
-            raise ConfigError(f"{where} ({variant['name']}): {err}") from None
-        except TypeError as err:
+        except (ConfigError, TypeError) as err:  # TypeError: an argument the variant does not take
             raise ConfigError(f"{where} ({variant['name']}): {err}") from None
     if overrides.only:
         unknown = sorted(set(overrides.only) - names)

@@ -208,10 +208,41 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
     )
     assert result.returncode != 0 and "model.k=99 must be in [1, latent_dim=32]" in result.stderr
     assert "Traceback" not in result.stderr
-    result = cli("fit", "--model", "NoSuchAutoencoder", cwd=tmp_path)
-    assert result.returncode != 0 and "NoSuchAutoencoder" in result.stderr
     result = cli("fit", "--model", "Autoencoder", "--data.name", "svhn", cwd=tmp_path)
     assert result.returncode != 0 and "svhn" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "NoSuchVariant"], "--model 'NoSuchVariant' is not a variant; allowed: ['Autoencoder', "),
+        (["--model=NoSuchVariant"], "--model 'NoSuchVariant' is not a variant"),
+        (
+            ["--model", "Autoencoder", "--data.noise.kind", "bogus", "--data.noise.level", "0.1"],
+            "noise.kind='bogus' is not a known corruption; allowed: ['gaussian', 'masking', 'salt_pepper']",
+        ),
+        (["--model", "VariationalAutoencoder", "--model.likelihood", "poisson"], "model.likelihood='poisson'"),
+        (["--model", "Autoencoder", "--trainer.max_epochs", "abc"], 'Parser key "trainer.max_epochs"'),
+        (["--model", "Autoencoder", "--data.nosuch", "1"], "unrecognized arguments: --data.nosuch 1"),
+        (["--model", "SparseAutoencoder", "--model.k", "8"], "model.k=8 is not used with penalty 'l1'"),
+    ],
+)
+def test_bad_values_get_a_short_message(args, expected, data_root, tmp_path):
+    result = cli("fit", *args, "--data.root", str(data_root), "--data.download", "false", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("\n") <= 10 and "usage:" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_warning_on_every_command_and_default_root_dir_holds_the_run(data_root, tmp_path):
+    args = ["fit", "--model", "Autoencoder", "--data.root", str(data_root), *SMALL_DATA, "--trainer.max_epochs", "1"]
+    result = cli(*args, "--trainer.default_root_dir", str(tmp_path / "mine"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "args parameter is intended to run from within Python" not in result.stderr
+    run = tmp_path / "mine" / "lightning_logs" / "version_0"
+    assert (run / "metrics.csv").is_file() and (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs").exists()  # nothing lands in ./runs when the user said where
 
 
 def test_missing_data_offline_is_one_clear_error(tmp_path):

@@ -128,8 +128,12 @@ def test_top_k_keeps_exactly_k_units():
     "kwargs,match",
     [
         ({"penalty": "l2"}, r"model.penalty='l2'.*allowed"),
-        ({"target_activation": 1.0}, r"model.target_activation=1.0.*\(0, 1\)"),
-        ({"target_activation": 0.0}, r"model.target_activation=0.0"),
+        ({"penalty": "kl", "target_activation": 1.0}, r"model.target_activation=1.0.*\(0, 1\)"),
+        ({"penalty": "kl", "target_activation": 0.0}, r"model.target_activation=0.0"),
+        # options the chosen penalty would silently drop are refused
+        ({"penalty": "topk", "sparsity_weight": 0.1}, r"model.sparsity_weight=0.1 is not used with penalty 'topk'"),
+        ({"penalty": "l1", "k": 8}, r"model.k=8 is not used with penalty 'l1'; remove it, or choose penalty topk"),
+        ({"penalty": "l1", "target_activation": 0.1}, r"model.target_activation=0.1 is not used with penalty 'l1'"),
         ({"penalty": "topk", "k": 0}, r"model.k=0.*\[1, latent_dim=32\]"),
         ({"penalty": "topk", "k": 33}, r"model.k=33"),
         ({"sparsity_weight": -1.0}, r"model.sparsity_weight=-1.0.*>= 0"),
@@ -139,6 +143,12 @@ def test_top_k_keeps_exactly_k_units():
 def test_sparse_bad_options(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SparseAutoencoder(**kwargs)
+
+
+def test_vae_observation_std_needs_the_gaussian_likelihood():
+    with pytest.raises(ConfigError, match=r"model.observation_std=0.3 is not used with likelihood 'bernoulli'"):
+        VariationalAutoencoder(observation_std=0.3)
+    assert VariationalAutoencoder(likelihood="gaussian", observation_std=0.3).observation_std == 0.3
 
 
 def test_other_bad_options():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -45,10 +44,14 @@ CORRUPTIONS: dict[str, Callable[..., Tensor]] = {
 
 @dataclass(frozen=True)
 class Noise:
-    """Corruption of the input: ``kind`` in gaussian|masking|salt_pepper; ``level`` is σ for gaussian, the
-    corrupted fraction ν for masking and salt_pepper."""
+    """Corruption of the input. ``kind`` and what ``level`` means for it:
 
-    kind: Literal["gaussian", "masking", "salt_pepper"]
+    - ``gaussian``: x̃ = clip(x + ε, 0, 1), ε ~ N(0, σ²); ``level`` is σ (≥ 0, in pixel units of [0, 1] images).
+    - ``masking``: each pixel set to 0 with probability ν; ``level`` is ν in [0, 1].
+    - ``salt_pepper``: each pixel set to 0 or 1 (equally likely) with probability ν; ``level`` is ν in [0, 1].
+    """
+
+    kind: str  # gaussian | masking | salt_pepper (checked in __post_init__, one clear message)
     level: float
 
     def __post_init__(self) -> None:

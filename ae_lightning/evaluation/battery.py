@@ -25,7 +25,8 @@ from torch import Tensor
 from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ae_lightning.data.corruption import Noise
-from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
+from ae_lightning.variants import AutoencoderBase
+from ae_lightning.variants.base import HasPosterior
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
 from ae_lightning.variants.vae import kl_to_standard_normal
 
@@ -128,7 +129,7 @@ def mean_jacobian_frobenius(model: AutoencoderBase, images: Tensor, settings: Ev
 
 
 @torch.no_grad()
-def vae_metrics(model: VariationalAutoencoder, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
+def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
     """ELBO and Burda et al.'s importance-weighted NLL estimate (nats per image) and active units.
 
     With a Bernoulli likelihood both are computed on binarised images (x > 0.5), where the likelihood is a real
@@ -155,7 +156,7 @@ def vae_metrics(model: VariationalAutoencoder, images: Tensor, settings: Evaluat
     }
 
 
-def importance_weighted_log_likelihood(model: VariationalAutoencoder, x: Tensor, k: int) -> Tensor:
+def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -> Tensor:
     """log p(x) ≈ log (1/k) Σᵢ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),  zᵢ ~ q(z|x)  (per image; Burda et al. 2015)."""
     mu, logvar = model.posterior(x)
     std = torch.exp(0.5 * logvar)
@@ -196,6 +197,6 @@ def evaluate(
     )
     results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
-    if isinstance(model, VariationalAutoencoder):
+    if isinstance(model, HasPosterior):
         results |= vae_metrics(model, test_images, settings)
     return results

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 from ae_lightning.evaluation.battery import BATTERY_KEYS, RECONSTRUCTION_KEYS, STRUCTURE_KEYS
+from ae_lightning.messages import warn
+from ae_lightning.variants import VARIANTS
 
 FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
 METRIC_KEYS = BATTERY_KEYS + FIT_KEYS
@@ -61,9 +63,15 @@ def best_per_metric(table: dict[str, dict[str, tuple[float, float, int]]]) -> di
     return best
 
 
+def format_number(value: float, significant: int = 4) -> str:
+    """``16`` for a whole number (active units, not ``16.0000``), else ``significant`` significant digits."""
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.{significant}g}"
+
+
 def format_value(mean: float, std: float, count: int) -> str:
-    digits = 4 if abs(mean) < 100 else 1
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
+    return f"{format_number(mean)} ± {format_number(std, 2)}" if count > 1 else format_number(mean)
 
 
 def markdown_table(table: dict[str, dict[str, tuple[float, float, int]]], keys: list[str]) -> str:
@@ -109,8 +117,10 @@ def first_done(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def image_rows_figure(rows: list[tuple[str, torch.Tensor]], title: str, path: Path) -> None:
-    """One labelled strip of images per row."""
-    figure, axes = plt.subplots(len(rows), 1, figsize=(10, 1.35 * len(rows) + 0.5), squeeze=False)
+    """One labelled strip of images per row; the left margin fits the longest label."""
+    label_inches = 0.08 * max(len(label) for label, _ in rows) + 0.2  # ~0.08 in a character at 9 pt
+    width = 10 + label_inches
+    figure, axes = plt.subplots(len(rows), 1, figsize=(width, 1.35 * len(rows) + 0.5), squeeze=False)
     for axis, (label, images) in zip(axes[:, 0], rows):
         grid = make_grid(images.clamp(0, 1), nrow=len(images), padding=2, pad_value=1.0)
         axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -118,7 +128,7 @@ def image_rows_figure(rows: list[tuple[str, torch.Tensor]], title: str, path: Pa
         axis.set_yticks([])
         axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(label_inches / width, 0, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -134,13 +144,24 @@ def read_curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
 
 
 def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
-    figure, (val_axis, train_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for variant, record in chosen.items():
-        val_axis.plot(*read_curve(Path(record["run_dir"]), "val/mse"), marker="o", label=variant)
-        train_axis.plot(*read_curve(Path(record["run_dir"]), "train/recon"), label=variant)
-    val_axis.set(title="val/mse (clean images, comparable)", xlabel="epoch", ylabel="MSE")
-    train_axis.set(title="train/recon (each variant's own reconstruction term)", xlabel="step", yscale="log")
-    for axis in (val_axis, train_axis):
+    """val/mse of every variant on one axis (comparable); each variant's own training reconstruction term on an
+    axis for its unit: a distance per pixel, or nats per image for likelihood models (VAE)."""
+    in_nats = {v for v, r in chosen.items() if hasattr(VARIANTS.get(r["model"]), "posterior")}
+    panels = 2 + bool(in_nats and set(chosen) - in_nats)
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    val_axis, distance_axis, nats_axis = axes[0, 0], axes[0, 1], axes[0, -1]
+    for index, (variant, record) in enumerate(chosen.items()):
+        colour = f"C{index % 10}"  # one colour per variant in every panel
+        val_axis.plot(*read_curve(Path(record["run_dir"]), "val/mse"), marker="o", label=variant, color=colour)
+        train_axis = nats_axis if variant in in_nats else distance_axis
+        train_axis.plot(*read_curve(Path(record["run_dir"]), "train/recon"), label=variant, color=colour)
+    val_axis.set(title="val/mse (clean images, comparable)", xlabel="epoch", ylabel="MSE per pixel")
+    val_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    if set(chosen) - in_nats:
+        distance_axis.set(title="train/recon: reconstruction distance", xlabel="step", ylabel="per pixel", yscale="log")
+    if in_nats:
+        nats_axis.set(title="train/recon: −log p(x|z)", xlabel="step", ylabel="nats per image", yscale="log")
+    for axis in axes.flat:
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -279,4 +300,4 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
         run.log({"battery": wandb.Table(columns=columns, data=rows), **images})
         run.finish()
     except Exception as err:  # W&B problems never fail a suite
-        print(f"warning: W&B summary run not written: {err}", file=sys.stderr)
+        warn(f"W&B summary run not written: {err}")

@@ -1,16 +1,24 @@
-"""Plumbing every variant shares: hyperparameters, networks by name, the optimizer, logging and evaluation metrics.
+"""What every variant is, and the plumbing they share.
 
-No loss lives here. Each variant's ``training_step`` returns its loss terms as a dict — ``{"loss": L, "recon": …,
-<its penalty>: …}`` — the uniform contract every evaluator relies on. This class logs those terms as
-``train/<term>``; validation and test evaluate the same objective on their batches (``val/<term>``,
-``test/<term>``) plus the comparable reconstruction error of the clean image, ``val/mse`` / ``test/mse``.
+Every variant is a LightningModule with
+- ``encode(x) → z`` (g), ``decode(z) → x̂`` in [0, 1] (h), ``forward(x) = decode(encode(x))`` shaped like x;
+- its loss in its own ``training_step``, returned as a dict of terms — ``{"loss": L, "recon": …, <its penalty>:
+  …}`` — the uniform contract every evaluator relies on. No loss lives here;
+- logging: the terms as ``train/<term>``; validation and test evaluate the same objective on their batches
+  (``val/<term>``, ``test/<term>``) plus the comparable reconstruction error of the clean image, ``val/mse`` /
+  ``test/mse``;
+- capabilities that callers ask for instead of checking classes: :class:`Samples` (``sample(n)`` from the prior)
+  and :class:`HasPosterior` (``posterior(x)`` and a likelihood: ELBO, IW-NLL and active units apply).
+
+The plumbing: hyperparameters, networks by name, the optimizer, non-finite losses, exact resume (every rank's
+random state in checkpoints), GPU options. Speed shims that rest on Lightning internals live in ``shims.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +30,7 @@ from ae_lightning.data.datamodule import Batch
 from ae_lightning.devices import HostCopy, rank_seed
 from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network
+from ae_lightning.variants.shims import FastAttributes, should_log_step, store_training_step_signature
 
 # Losses are computed in float32 whatever the networks ran in (bf16-mixed, 16-mixed): ``.float()`` is free on
 # float32 tensors and keeps half-precision rounding out of sums over hundreds of pixels.
@@ -40,7 +49,26 @@ def bce_distance(logits: Tensor, x: Tensor) -> Tensor:
 DISTANCES = {"mse": mse_distance, "bce": bce_distance}
 
 
-class AutoencoderBase(pl.LightningModule):
+@runtime_checkable
+class Samples(Protocol):
+    """Generates: ``sample(n)`` decodes n draws from the prior."""
+
+    def sample(self, n: int) -> Tensor: ...
+
+
+@runtime_checkable
+class HasPosterior(Protocol):
+    """A latent-variable model: ``posterior(x) → (μ, log σ²)`` of q(z|x), ``negative_log_likelihood(logits, x)`` of
+    p(x|z) per sample; the battery's ELBO, IW-NLL and active units apply."""
+
+    likelihood: str  # "bernoulli" (the battery then scores binary images) or "gaussian"
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def negative_log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor: ...
+
+
+class AutoencoderBase(FastAttributes, pl.LightningModule):
     """Shared plumbing. Args common to every variant:
 
     Args:
@@ -61,23 +89,9 @@ class AutoencoderBase(pl.LightningModule):
 
     sigmoid_codes = False  # True where codes live in (0, 1): the battery then counts z < 0.05 as inactive
 
-    # Lightning sets _current_fx_name on the module around every hook it calls, ~36 times a step;
-    # nn.Module.__setattr__'s checks for parameters, buffers and submodules cost ~1.6 µs each time, so attributes
-    # that are never any of those skip them.
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_pending_finite_check", "_step_loss"})
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in self._PLAIN_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        # Lightning inspects training_step's signature on every step (does it take batch_idx?); inspect answers from
-        # a stored __signature__ at once instead of rebuilding it (~10 µs).
-        if "training_step" in cls.__dict__:
-            cls.training_step.__signature__ = inspect.signature(cls.training_step)
+        store_training_step_signature(cls)  # shims.py
 
     def __init__(
         self,
@@ -153,10 +167,8 @@ class AutoencoderBase(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Batch, batch_idx: int) -> None:
         self.check_finite(outputs)
-        # Lightning's self.log costs ~1 ms per key on every call (it moves its result state to the device), so the
-        # step terms are handed over only on the steps the loggers write (every log_every_n_steps).
-        connector = getattr(self.trainer, "_logger_connector", None)
-        if connector is None or connector.should_update_logs:
+        # self.log costs ~1 ms per key: the step terms go only to the steps the loggers write (shims.py)
+        if should_log_step(self._trainer):
             self._log_terms("train", outputs, len(batch.label))
 
     # --- non-finite losses ----------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
@@ -38,12 +36,14 @@ class SparseAutoencoder(AutoencoderBase):
     - ``kl``:   z = σ(g(x)),         L = dist(h(z), x) + β·Σⱼ KL(ρ ‖ ρ̂ⱼ),  ρ̂ⱼ = mean over the batch of zⱼ
     - ``topk``: z = top_k(g(x)),     L = dist(h(z), x)   (sparsity is structural: only k units are non-zero)
 
-    λ and β are ``sparsity_weight``; ρ is ``target_activation``; k is ``k``.
+    λ and β are ``sparsity_weight`` (l1, kl); ρ is ``target_activation`` (kl); k is ``k`` (topk, default
+    latent_dim // 4). An option the chosen penalty does not use, set to anything but its default, is refused rather
+    than silently dropped.
     """
 
     def __init__(
         self,
-        penalty: Literal["l1", "kl", "topk"] = "l1",
+        penalty: str = "l1",
         sparsity_weight: float = 1e-3,
         target_activation: float = 0.05,
         k: int | None = None,
@@ -52,6 +52,16 @@ class SparseAutoencoder(AutoencoderBase):
         super().__init__(**kwargs)
         if penalty not in ("l1", "kl", "topk"):
             raise ConfigError(f"model.penalty={penalty!r} is not a sparsity penalty; allowed: ['kl', 'l1', 'topk']")
+        ignored = {  # option: (its value, set but unused by this penalty?, the penalties that use it)
+            "sparsity_weight": (sparsity_weight, penalty == "topk" and sparsity_weight != 1e-3, "l1 or kl"),
+            "target_activation": (target_activation, penalty != "kl" and target_activation != 0.05, "kl"),
+            "k": (k, penalty != "topk" and k is not None, "topk"),
+        }
+        for name, (value, unused, used_by) in ignored.items():
+            if unused:
+                raise ConfigError(
+                    f"model.{name}={value} is not used with penalty {penalty!r}; remove it, or choose penalty {used_by}"
+                )
         if not 0.0 < target_activation < 1.0:
             raise ConfigError(f"model.target_activation={target_activation} is ρ and must be in (0, 1)")
         self.k = k if k is not None else max(1, self.latent_dim // 4)

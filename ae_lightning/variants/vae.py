@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +45,7 @@ class VariationalAutoencoder(AutoencoderBase):
     def __init__(
         self,
         beta: float = 1.0,
-        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
+        likelihood: str = "bernoulli",
         observation_std: float = 0.1,
         kl_warmup_steps: int = 0,
         **kwargs,
@@ -56,6 +55,11 @@ class VariationalAutoencoder(AutoencoderBase):
             raise ConfigError(f"model.likelihood={likelihood!r} is not known; allowed: ['bernoulli', 'gaussian']")
         if not observation_std > 0:
             raise ConfigError(f"model.observation_std={observation_std} must be > 0")
+        if likelihood == "bernoulli" and observation_std != 0.1:
+            raise ConfigError(
+                f"model.observation_std={observation_std} is not used with likelihood 'bernoulli'; remove it, or set "
+                "likelihood 'gaussian'"
+            )
         if kl_warmup_steps < 0:
             raise ConfigError(f"model.kl_warmup_steps={kl_warmup_steps} must be >= 0")
         self.beta = non_negative("beta", beta)

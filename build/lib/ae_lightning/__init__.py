@@ -1,0 +1,27 @@
+"""ae-lightning: the autoencoder family in PyTorch Lightning, trained and compared side by side."""
+
+from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.variants import (
+    VARIANTS,
+    Autoencoder,
+    AutoencoderBase,
+    ContractiveAutoencoder,
+    DenoisingAutoencoder,
+    DropoutAutoencoder,
+    SparseAutoencoder,
+    VariationalAutoencoder,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "VARIANTS",
+    "Autoencoder",
+    "AutoencoderBase",
+    "ContractiveAutoencoder",
+    "DenoisingAutoencoder",
+    "DropoutAutoencoder",
+    "ImageDataModule",
+    "Noise",
+    "SparseAutoencoder",
+    "VariationalAutoencoder",
+]

@@ -1,0 +1,201 @@
+"""The evaluation battery: every variant judged on the same test set with the same metrics.
+
+Keys (a public contract: W&B panels and the report use them):
+
+    test/mse, test/psnr, test/ssim                 reconstruction h(g(x)) of clean test images
+    test/noisy_mse, test/noisy_psnr, test/noisy_ssim  h(g(x̃)) against the clean x, x̃ the fixed evaluation corruption
+    probe/accuracy                                 logistic regression on frozen codes: fit on train, scored on test
+    test/jacobian_fro                              mean ‖∂g(x)/∂x‖_F over test images (exact)
+    test/code_sparsity                             fraction of code units with |z| < 1e-3 (sigmoid codes: z < 0.05)
+    test/elbo, test/nll_iw, test/active_units      VAE only (nats; Bernoulli likelihoods on binarised x > 0.5)
+
+The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
+collectives, and needs no Trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from ae_lightning.data.corruption import Noise
+from ae_lightning.variants import AutoencoderBase, VariationalAutoencoder
+from ae_lightning.variants.contractive import jacobian_frobenius_exact
+from ae_lightning.variants.vae import kl_to_standard_normal
+
+RECONSTRUCTION_KEYS = (
+    "test/mse",
+    "test/psnr",
+    "test/ssim",
+    "test/noisy_mse",
+    "test/noisy_psnr",
+    "test/noisy_ssim",
+    "probe/accuracy",
+)
+STRUCTURE_KEYS = ("test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units")
+BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS
+
+
+@dataclass
+class EvaluationSettings:
+    """How much of the test set the costly metrics use (None = all of it)."""
+
+    noise: Noise = Noise("gaussian", 0.3)  # the corruption for test/noisy_*: the suite's, else Gaussian σ = 0.3
+    noise_seed: int = 0
+    batch_size: int = 500
+    probe_train_samples: int | None = None  # codes of this many train images fit the probe
+    probe_steps: int = 200
+    jacobian_samples: int | None = 1000
+    iw_samples: int = 1000  # k importance samples per image for test/nll_iw
+    iw_images: int | None = None
+    device: str | None = None  # where the battery runs; None: the device the run trained on
+
+
+def batches(images: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """uint8 [N, C, H, W] → float batches in [0, 1] on ``device``."""
+    for chunk in images.split(batch_size):
+        yield chunk.to(device).float().div_(255)
+
+
+@torch.no_grad()
+def codes_of(model: AutoencoderBase, images: Tensor, settings: EvaluationSettings) -> Tensor:
+    return torch.cat([model.encode(x) for x in batches(images, settings.batch_size, model.device)])
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    model: AutoencoderBase, images: Tensor, noisy: Tensor | None, prefix: str, settings: EvaluationSettings
+) -> dict[str, float]:
+    """MSE, PSNR and SSIM of h(g(input)) against the clean images (input = noisy when given)."""
+    # One process judges the whole test set: never gather from other ranks, even where a process group exists.
+    local = {"sync_on_compute": False}
+    metrics = {
+        "mse": MeanSquaredError(**local),
+        "psnr": PeakSignalNoiseRatio(data_range=1.0, **local),
+        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0, **local),
+    }
+    metrics = {name: metric.to(model.device) for name, metric in metrics.items()}
+    for start, clean in zip(
+        range(0, len(images), settings.batch_size), batches(images, settings.batch_size, model.device)
+    ):
+        inputs = clean if noisy is None else noisy[start : start + len(clean)].to(model.device)
+        reconstruction = model(inputs)
+        for metric in metrics.values():
+            metric.update(reconstruction, clean)
+    return {f"test/{prefix}{name}": metric.compute().item() for name, metric in metrics.items()}
+
+
+def linear_probe_accuracy(
+    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, steps: int = 200
+) -> float:
+    """Multinomial logistic regression on standardised frozen codes (full-batch L-BFGS, small L2), test accuracy."""
+    mean, std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_codes - mean) / std, (test_codes - mean) / std
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    with torch.enable_grad():
+        weight = torch.zeros(train_x.shape[1], num_classes, device=train_x.device, requires_grad=True)
+        bias = torch.zeros(num_classes, device=train_x.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(train_x @ weight + bias, train_labels) + 1e-4 * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        return ((test_x @ weight + bias).argmax(1) == test_labels).float().mean().item()
+
+
+def code_sparsity(codes: Tensor, sigmoid_codes: bool) -> float:
+    inactive = codes < 0.05 if sigmoid_codes else codes.abs() < 1e-3
+    return inactive.float().mean().item()
+
+
+def mean_jacobian_frobenius(model: AutoencoderBase, images: Tensor, settings: EvaluationSettings) -> float:
+    norms = []
+    for x in batches(images[: settings.jacobian_samples], 100, model.device):
+        with torch.enable_grad():
+            norms.append(jacobian_frobenius_exact(model.encode, x).detach().sqrt())
+    return torch.cat(norms).mean().item()
+
+
+@torch.no_grad()
+def vae_metrics(model: VariationalAutoencoder, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
+    """ELBO and Burda et al.'s importance-weighted NLL estimate (nats per image) and active units.
+
+    With a Bernoulli likelihood both are computed on binarised images (x > 0.5), where the likelihood is a real
+    probability; with a Gaussian likelihood on the continuous images.
+    """
+    binarise = model.likelihood == "bernoulli"
+    elbos, nlls, means = [], [], []
+    iw_images = images[: settings.iw_images]
+    for x in batches(images, settings.batch_size, model.device):
+        x = (x > 0.5).float() if binarise else x
+        mu, logvar = model.posterior(x)
+        means.append(mu)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        elbo = -model.negative_log_likelihood(model.decoder(z), x) - kl_to_standard_normal(mu, logvar)
+        elbos.append(elbo)
+    for x in batches(iw_images, max(1, settings.batch_size // 50), model.device):
+        x = (x > 0.5).float() if binarise else x
+        nlls.append(-importance_weighted_log_likelihood(model, x, settings.iw_samples))
+    active = torch.cat(means).var(dim=0) > 0.01
+    return {
+        "test/elbo": torch.cat(elbos).mean().item(),
+        "test/nll_iw": torch.cat(nlls).mean().item(),
+        "test/active_units": float(active.sum().item()),
+    }
+
+
+def importance_weighted_log_likelihood(model: VariationalAutoencoder, x: Tensor, k: int) -> Tensor:
+    """log p(x) ≈ log (1/k) Σᵢ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),  zᵢ ~ q(z|x)  (per image; Burda et al. 2015)."""
+    mu, logvar = model.posterior(x)
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn(k, *mu.shape, device=x.device)
+    z = mu + std * eps  # [k, B, d]
+    log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    logits = model.decoder(z.flatten(0, 1))
+    log_likelihood = -model.negative_log_likelihood(logits, x.repeat(k, 1, 1, 1)).view(k, -1)
+    return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
+
+
+def evaluate(
+    model: AutoencoderBase,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    settings: EvaluationSettings,
+) -> dict[str, float]:
+    """Every battery metric that applies to ``model`` (the VAE keys only for VAEs)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(settings.noise_seed)
+    noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
+    results = reconstruction_metrics(model, test_images, None, "", settings)
+    results |= reconstruction_metrics(model, test_images, noisy, "noisy_", settings)
+    probe_images, probe_labels = (
+        train_images[: settings.probe_train_samples],
+        train_labels[: settings.probe_train_samples],
+    )
+    test_codes = codes_of(model, test_images, settings)
+    results["probe/accuracy"] = linear_probe_accuracy(
+        codes_of(model, probe_images, settings),
+        probe_labels.to(model.device),
+        test_codes,
+        test_labels.to(model.device),
+        settings.probe_steps,
+    )
+    results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
+    results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
+    if isinstance(model, VariationalAutoencoder):
+        results |= vae_metrics(model, test_images, settings)
+    return results

@@ -1,0 +1,224 @@
+"""One run of a suite, in its own process: fit one (variant, seed), judge it with the evaluation battery, log to
+CSV and W&B, and write ``result.json``. The suite runner (``ae_lightning.runner``) starts one of these per run:
+
+    python -m ae_lightning.experiment RUN_DIR        # RUN_DIR/spec.json says what to run
+
+RUN_DIR afterwards holds ``result.json`` (status, error, metrics), ``metrics.csv``, ``checkpoints/``,
+``examples.pt`` (fixed test images and their reconstructions, for the report) and ``wandb/``.
+A run that finds ``checkpoints/last.ckpt`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
+from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.devices import evaluation_device, peak_memory_mb
+from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.files import atomic_path
+from ae_lightning.messages import warn
+from ae_lightning.variants import VARIANTS, AutoencoderBase, VariationalAutoencoder
+
+EXAMPLE_IMAGES = 8
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, default=str))
+
+
+class TolerantWandbLogger(WandbLogger):
+    """A WandbLogger whose failures (no network, quota, a broken service) print one warning and switch it off,
+    instead of failing the training run."""
+
+    failed = False
+
+    def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.failed:
+            return None
+        try:
+            return getattr(super(), method)(*args, **kwargs)
+        except Exception as err:
+            self.failed = True
+            warn(f"W&B disabled for this run after an error in {method}: {err}")
+            return None
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_hyperparams", params, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._guard("log_metrics", metrics, step)
+
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_image", *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._guard("after_save_checkpoint", checkpoint_callback)
+
+    def finalize(self, status: str) -> None:
+        self._guard("finalize", status)
+
+
+def wandb_run_id(suite_id: str, variant: str, seed: int) -> str:
+    """Stable per (suite, variant, seed): a resumed or requeued run continues the same W&B run."""
+    return hashlib.sha1(f"{suite_id}/{variant}/{seed}".encode()).hexdigest()[:16]
+
+
+def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogger | None:
+    settings = spec["wandb"]
+    if settings["mode"] == "disabled":
+        return None
+    try:
+        return TolerantWandbLogger(
+            project=settings["project"],
+            entity=settings.get("entity"),
+            group=spec["suite_id"],
+            name=f"{spec['variant']}-seed{spec['seed']}",
+            job_type="train",
+            tags=[spec["suite_name"], spec["model"], spec["data"]["name"]],
+            id=wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"]),
+            resume="allow",
+            mode=settings["mode"],
+            save_dir=str(run_dir),
+            config=spec,
+        )
+    except Exception as err:
+        warn(f"W&B unavailable for this run ({err}); logging to CSV only")
+        return None
+
+
+def evaluation_settings(spec: dict[str, Any]) -> EvaluationSettings:
+    settings = dict(spec["evaluation"])
+    settings["noise"] = Noise(**settings["noise"])
+    return EvaluationSettings(**settings)
+
+
+@torch.no_grad()
+def save_examples(
+    model: AutoencoderBase, datamodule: ImageDataModule, settings: EvaluationSettings, path: Path
+) -> None:
+    """The first test images, their fixed corruption and the model's reconstructions of both, for the report."""
+    clean = datamodule.splits["test"].images[:EXAMPLE_IMAGES].float() / 255
+    generator = torch.Generator().manual_seed(settings.noise_seed)
+    noisy = settings.noise(clean, generator=generator)
+    model.eval()
+    examples = {
+        "clean": clean,
+        "noisy": noisy,
+        "reconstruction": model(clean.to(model.device)).cpu(),
+        "denoised": model(noisy.to(model.device)).cpu(),
+    }
+    if isinstance(model, VariationalAutoencoder):
+        torch.manual_seed(0)
+        examples["samples"] = model.sample(32).cpu()
+    torch.save(examples, path)
+
+
+def datamodule_of(spec: dict[str, Any]) -> ImageDataModule:
+    """The run's data: split and evaluation corruption fixed by the suite's ``data.seed`` (every run of a suite,
+    whatever its seed, trains and is judged on the same images), shuffling driven by the run's seed."""
+    return ImageDataModule(**{**spec["data"], "shuffle_seed": spec["seed"]})
+
+
+def leave_process_group() -> None:
+    """After a DDP fit every rank leaves the process group, so the battery that rank 0 then runs alone cannot wait
+    on a collective (torchmetrics' ``compute()`` gathers from every rank while a group exists; the other ranks have
+    returned: NCCL errors, gloo errors or hangs)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def run(run_dir: Path) -> dict[str, Any]:
+    spec = json.loads((run_dir / "spec.json").read_text())
+    pl.seed_everything(spec["seed"], workers=True)
+    datamodule = datamodule_of(spec)
+    model = VARIANTS[spec["model"]](input_shape=datamodule.image_shape, **spec["model_args"])
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
+    wandb_logger = make_wandb_logger(spec, run_dir)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None)
+    resume = ResumeCheckpoint(spec.get("checkpoint_every_n_steps", 200), dirpath=str(run_dir / "checkpoints"))
+    meter = FitMeter()
+    trainer = pl.Trainer(
+        **spec["trainer"],
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        enable_progress_bar=False,
+        callbacks=[checkpoint, resume, meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+    )
+    # The newest of last.ckpt and a checkpoint Lightning wrote on SLURM's preemption signal (hpc_ckpt_<n>.ckpt).
+    candidates = [p for p in [Path(resume.path), *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    last = max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    if last is not None:
+        print(f"resuming from {last}", flush=True)
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
+    fit_seconds = time.perf_counter() - started
+    trained_on = trainer.strategy.root_device
+    leave_process_group()
+    if not trainer.is_global_zero:
+        return {}
+    peak_mem_mb = meter.peak_mem_mb or peak_memory_mb(trained_on)
+    metrics: dict[str, Any] = {"fit/seconds": fit_seconds, "fit/peak_mem_mb": peak_mem_mb}
+    if meter.samples:  # a run resumed after its last step trains nothing here: no throughput to report
+        metrics["fit/samples_per_s"] = meter.samples_per_s
+    settings = evaluation_settings(spec)
+    device = evaluation_device(trained_on, settings.device)
+    best = checkpoint.best_model_path if Path(checkpoint.best_model_path or "").is_file() else resume.path
+    model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
+    model.to(device)
+    splits = datamodule.splits
+    metrics |= evaluate(
+        model, splits["train"].images, splits["train"].labels, splits["test"].images, splits["test"].labels, settings
+    )
+    save_examples(model, datamodule, settings, run_dir / "examples.pt")
+    if wandb_logger is not None and not wandb_logger.failed:
+        try:
+            wandb_logger.experiment.summary.update(metrics)
+        except Exception as err:
+            warn(f"W&B summary not written: {err}")
+    return {
+        "checkpoint": Path(best).name,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "trained_on": str(trained_on),
+        "evaluated_on": str(device),
+        "world_size": trainer.world_size,
+        "metrics": metrics,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+    try:
+        result = run(run_dir)
+        if not result:  # a non-zero DDP rank: rank 0 reports
+            return
+        status = {"status": "done", "error": None, **result}
+    except BaseException as err:
+        status = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            write_json_atomic(run_dir / "result.json", status)
+        raise
+    write_json_atomic(run_dir / "result.json", status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The six variants, one file each. ``VARIANTS`` maps class names to classes (the registry the runner uses)."""
+
+from ae_lightning.variants.autoencoder import Autoencoder
+from ae_lightning.variants.base import AutoencoderBase
+from ae_lightning.variants.contractive import ContractiveAutoencoder
+from ae_lightning.variants.denoising import DenoisingAutoencoder
+from ae_lightning.variants.dropout import DropoutAutoencoder
+from ae_lightning.variants.sparse import SparseAutoencoder
+from ae_lightning.variants.vae import VariationalAutoencoder
+
+VARIANTS: dict[str, type[AutoencoderBase]] = {
+    cls.__name__: cls
+    for cls in (
+        Autoencoder,
+        DenoisingAutoencoder,
+        SparseAutoencoder,
+        DropoutAutoencoder,
+        ContractiveAutoencoder,
+        VariationalAutoencoder,
+    )
+}
+
+__all__ = ["VARIANTS", "AutoencoderBase", *VARIANTS]

@@ -1,0 +1,336 @@
+"""Plumbing every variant shares: hyperparameters, networks by name, the optimizer, logging and evaluation metrics.
+
+No loss lives here. Each variant's ``training_step`` returns its loss terms as a dict — ``{"loss": L, "recon": …,
+<its penalty>: …}`` — the uniform contract every evaluator relies on. This class logs those terms as
+``train/<term>``; validation and test evaluate the same objective on their batches (``val/<term>``,
+``test/<term>``) plus the comparable reconstruction error of the clean image, ``val/mse`` / ``test/mse``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor, nn
+
+from ae_lightning.data.datamodule import Batch
+from ae_lightning.devices import HostCopy, rank_seed
+from ae_lightning.errors import ConfigError, NonFiniteLossError
+from ae_lightning.nets import build_networks, resolve_network
+
+# Losses are computed in float32 whatever the networks ran in (bf16-mixed, 16-mixed): ``.float()`` is free on
+# float32 tensors and keeps half-precision rounding out of sums over hundreds of pixels.
+
+
+def mse_distance(logits: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error between the reconstruction σ(logits) and x, averaged over pixels and batch."""
+    return F.mse_loss(torch.sigmoid(logits.float()), x.float())
+
+
+def bce_distance(logits: Tensor, x: Tensor) -> Tensor:
+    """Binary cross-entropy between the reconstruction σ(logits) and x (numerically stable, from logits)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), x.float())
+
+
+DISTANCES = {"mse": mse_distance, "bce": bce_distance}
+
+
+class AutoencoderBase(pl.LightningModule):
+    """Shared plumbing. Args common to every variant:
+
+    Args:
+        input_shape: (C, H, W) of the images; the CLI links it from ``data.image_shape``.
+        latent_dim: size of the code z.
+        hidden_dims: MLP layer widths or conv channels, encoder order (decoder mirrors); None = network default.
+        network: ``auto`` (MLP for 1 channel, conv for 3), ``mlp`` or ``conv``.
+        distance: reconstruction distance ``mse`` or ``bce``.
+        learning_rate, weight_decay: AdamW settings.
+        nonfinite: on a NaN/inf loss, ``stop`` (raise, naming the variant, step and term; checkpoints written
+            before stay as they were) or ``skip`` (leave the weights untouched for that batch and count it in
+            ``train/skipped_batches``; costs one host sync per step).
+        compile_networks: ``torch.compile`` the encoder and decoder in place (``Module.compile``: checkpoints keep
+            their keys). Off by default: compiling costs time up front and helps mostly on GPUs.
+        channels_last: conv networks in channels-last memory format (faster convolutions with tensor cores under
+            mixed precision; off by default, no gain for MLPs or on CPUs).
+    """
+
+    sigmoid_codes = False  # True where codes live in (0, 1): the battery then counts z < 0.05 as inactive
+
+    # Lightning sets _current_fx_name on the module around every hook it calls, ~36 times a step;
+    # nn.Module.__setattr__'s checks for parameters, buffers and submodules cost ~1.6 µs each time, so attributes
+    # that are never any of those skip them.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_pending_finite_check", "_step_loss"})
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning inspects training_step's signature on every step (does it take batch_idx?); inspect answers from
+        # a stored __signature__ at once instead of rebuilding it (~10 µs).
+        if "training_step" in cls.__dict__:
+            cls.training_step.__signature__ = inspect.signature(cls.training_step)
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 32,
+        hidden_dims: Sequence[int] | None = None,
+        network: str = "auto",
+        distance: str = "mse",
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        nonfinite: str = "stop",
+        compile_networks: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim={latent_dim} must be >= 1")
+        if distance not in DISTANCES:
+            raise ConfigError(f"model.distance={distance!r} is not known; allowed: {sorted(DISTANCES)}")
+        if not learning_rate > 0:
+            raise ConfigError(f"model.learning_rate={learning_rate} must be > 0")
+        if hidden_dims is not None and any(h < 1 for h in hidden_dims):
+            raise ConfigError(f"model.hidden_dims={list(hidden_dims)} must all be >= 1")
+        if len(input_shape) != 3:
+            raise ConfigError(f"model.input_shape={list(input_shape)} must be (channels, height, width)")
+        if nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"model.nonfinite={nonfinite!r} is not known; allowed: ['skip', 'stop']")
+        resolve_network(network, input_shape)  # fails early on an unknown name
+        self.save_hyperparameters()
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = latent_dim
+        self.distance = DISTANCES[distance]
+        self.skipped_batches = torchmetrics.SumMetric()
+        # read on every step: plain booleans, not a lookup in hparams each time
+        self._stop_on_nonfinite, self._skip_nonfinite = nonfinite == "stop", nonfinite == "skip"
+        self._pending_finite_check: tuple[int, int, HostCopy, dict[str, Tensor]] | None = None
+        self.val_mse = torchmetrics.MeanSquaredError()
+        self.test_mse = torchmetrics.MeanSquaredError()
+
+    def make_networks(self, code_dim: int | None = None, **dropout: float) -> tuple[nn.Module, nn.Module]:
+        """The encoder g (x → R^code_dim, default latent_dim) and decoder h (z → logits) these hparams describe."""
+        hp = self.hparams
+        return build_networks(
+            hp.network, self.input_shape, code_dim or self.latent_dim, self.latent_dim, hp.hidden_dims, **dropout
+        )
+
+    # --- the model: g, h and the reconstruction ---------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """z = g(x)."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """x̂ = h(z), an image in [0, 1] (contiguous, also from channels-last networks)."""
+        return torch.sigmoid(self.decoder(z)).contiguous()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The reconstruction h(g(x)), shaped like x."""
+        return self.decode(self.encode(x))
+
+    def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
+        raise NotImplementedError("each variant defines its loss in training_step")
+
+    # --- logging --------------------------------------------------------------------------------------------
+    def _log_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int) -> None:
+        on_step = stage == "train"
+        self.log_dict(
+            {f"{stage}/{name}": value.detach() for name, value in terms.items()},
+            on_step=on_step,
+            on_epoch=not on_step,
+            sync_dist=not on_step,
+            batch_size=batch_size,
+        )
+
+    def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Batch, batch_idx: int) -> None:
+        self.check_finite(outputs)
+        # Lightning's self.log costs ~1 ms per key on every call (it moves its result state to the device), so the
+        # step terms are handed over only on the steps the loggers write (every log_every_n_steps).
+        connector = getattr(self.trainer, "_logger_connector", None)
+        if connector is None or connector.should_update_logs:
+            self._log_terms("train", outputs, len(batch.label))
+
+    # --- non-finite losses ----------------------------------------------------------------------------------
+    def check_finite(self, terms: dict[str, Tensor], sync: bool = False) -> None:
+        """Raise :class:`NonFiniteLossError` if this step's loss is NaN/inf (``nonfinite: stop``), naming the terms
+        that are.
+
+        On the CPU the check is immediate and costs one scalar read. On a GPU it must not stall every step, so the
+        loss is copied to the host without waiting and read one step later, after the copy's event says it landed
+        (:class:`~ae_lightning.devices.HostCopy`); ``sync=True`` (before a checkpoint is written) checks the current
+        step at once.
+        """
+        if not self._stop_on_nonfinite:
+            return
+        pending, self._pending_finite_check = self._pending_finite_check, None
+        if pending is not None and not math.isfinite(pending[2].value()):
+            self._raise_nonfinite(*pending)
+        loss = terms["loss"].detach()
+        if sync or loss.device.type == "cpu":
+            if not math.isfinite(loss.item()):
+                self._raise_nonfinite(self.global_step, self.current_epoch, loss, terms)
+        else:
+            self._pending_finite_check = (
+                self.global_step,
+                self.current_epoch,
+                HostCopy(loss),
+                {name: value.detach() for name, value in terms.items()},
+            )
+
+    def _raise_nonfinite(self, step: int, epoch: int, loss: Tensor | HostCopy, terms: dict[str, Tensor]) -> None:
+        bad = {name: value.item() for name, value in terms.items() if not torch.isfinite(value)}
+        loss_value = loss.value() if isinstance(loss, HostCopy) else loss.item()
+        shown = ", ".join(f"train/{k}={v}" for k, v in bad.items() if k != "loss") or f"train/loss={loss_value}"
+        raise NonFiniteLossError(
+            f"non-finite loss in {type(self).__name__} at step {step} (epoch {epoch}): {shown}; training "
+            "stopped, checkpoints written before this step are kept. Lower model.learning_rate or the "
+            "penalty weight, or set model.nonfinite=skip to skip such batches."
+        )
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        if self._skip_nonfinite:
+            self._step_loss = loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if not self._skip_nonfinite:
+            return
+        # Under DDP the gradients were all-reduced in backward, so one rank's NaN is in every rank's gradients:
+        # if any rank saw a non-finite loss, every rank skips, and the replicas stay identical.
+        skip = not bool(torch.isfinite(self._step_loss))
+        skip = self.trainer.strategy.reduce_boolean_decision(skip, all=False)
+        if skip:
+            for param in self.parameters():
+                param.grad = None  # torch optimizers leave parameters without gradients untouched
+        self.skipped_batches.update(float(skip))
+        self.log("train/skipped_batches", self.skipped_batches, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        # The variant's own objective on the validation batch, plus the error on clean images every variant shares.
+        self._log_terms("val", self.training_step(batch, batch_idx), len(batch.label))
+        self.val_mse(self(batch.clean), batch.clean)
+        self.log("val/mse", self.val_mse, on_epoch=True, batch_size=len(batch.label))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._log_terms("test", self.training_step(batch, batch_idx), len(batch.label))
+        self.test_mse(self(batch.clean), batch.clean)
+        self.log("test/mse", self.test_mse, on_epoch=True, batch_size=len(batch.label))
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        codes = self.encode(batch.clean)
+        return {"codes": codes, "reconstructions": self.decode(codes), "labels": batch.label}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+
+    # --- checkpoints: exact resume, and no loading into the wrong variant -----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        saved = {"variant": type(self).__name__, "rng": rng_states()}
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Every rank draws its own stream (see on_train_start); every rank builds the checkpoint, rank 0 writes it.
+            saved["rng_per_rank"] = gather_rng_states(trainer.strategy)
+        checkpoint["ae_lightning"] = saved
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, after checking that the checkpoint was written by this variant."""
+        if cls is not AutoencoderBase:
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("ae_lightning", {})
+            if saved.get("variant", cls.__name__) != cls.__name__:
+                raise ConfigError(
+                    f"the checkpoint was written by {saved['variant']}, but the model is {cls.__name__}: "
+                    f"use {saved['variant']}.load_from_checkpoint"
+                )
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("ae_lightning", {})
+        variant = saved.get("variant", type(self).__name__)
+        if variant != type(self).__name__:
+            raise ConfigError(
+                f"the checkpoint was written by {variant}, but the model is {type(self).__name__}: "
+                f"use --model {variant} (or the config saved with that run)"
+            )
+        self._rng_to_restore = saved if "rng" in saved else None
+
+    def on_train_start(self) -> None:
+        # Random draws (training noise, dropout, VAE sampling) continue where the checkpoint left them, so a resumed
+        # run is bitwise the run that was not interrupted. Restored here: after the sanity check, before any batch.
+        # Under DDP every rank has a stream of its own (else all ranks draw the same noise, masks and ε); rank 0's
+        # is the stream one process draws, so a single-process run is unchanged.
+        saved, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        rank = self.global_rank
+        per_rank = (saved or {}).get("rng_per_rank") or []
+        if rank < len(per_rank):
+            restore_rank_rng_state(per_rank[rank])
+        elif saved is not None and rank == 0:
+            restore_rng_states(saved["rng"])
+        elif rank > 0:  # a fresh start, or a checkpoint written by fewer ranks
+            torch.manual_seed(rank_seed(torch.initial_seed(), rank))
+
+    # --- checks and GPU options ---------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.compile_networks and not getattr(self, "_compiled", False):
+            self.encoder.compile()
+            self.decoder.compile()
+            self._compiled = True
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_shape = getattr(datamodule, "image_shape", None)
+        if data_shape is not None and tuple(data_shape) != self.input_shape:
+            raise ConfigError(
+                f"model.input_shape={list(self.input_shape)} does not match the data: {datamodule.name} images are "
+                f"{list(data_shape)} (leave input_shape unset and the CLI links it from the data)"
+            )
+
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_rng_states(strategy) -> list[dict[str, Tensor]]:
+    """Every rank's random state — the CPU generator and its own device's — as a list indexed by rank. A collective:
+    every rank calls it (Lightning builds the checkpoint on every rank)."""
+    device = strategy.root_device
+    local = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["device"] = torch.cuda.get_rng_state(device)
+    gathered = {key: strategy.all_gather(state.to(device)).cpu() for key, state in local.items()}  # [world, n]
+    # clone: each rank's state its own storage (torch.set_rng_state crashes on a view with a storage offset)
+    return [{key: states[rank].clone() for key, states in gathered.items()} for rank in range(strategy.world_size)]
+
+
+def restore_rank_rng_state(state: dict[str, Tensor]) -> None:
+    torch.set_rng_state(state["torch"].clone())  # clone: a view into a shared storage crashes set_rng_state
+    if "device" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["device"].clone(), torch.cuda.current_device())
+
+
+def non_negative(name: str, value: float) -> float:
+    """Return ``value`` if it is a finite number >= 0, else fail naming the option."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"model.{name}={value} must be a finite number >= 0")
+    return value

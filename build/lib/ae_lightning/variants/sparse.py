@@ -1,0 +1,94 @@
+"""Sparse autoencoders: L1 on the code, KL to a target activation ρ (Ng, CS294A), k-sparse (Makhzani & Frey 2013)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ae_lightning.data.datamodule import Batch
+from ae_lightning.errors import ConfigError
+from ae_lightning.variants.base import AutoencoderBase, non_negative
+
+
+def l1_penalty(z: Tensor) -> Tensor:
+    """mean over the batch of ‖z‖₁."""
+    return z.abs().sum(dim=1).mean()
+
+
+def kl_sparsity(z: Tensor, rho: float) -> Tensor:
+    """Σⱼ KL(ρ ‖ ρ̂ⱼ) with ρ̂ⱼ the batch-mean activation of sigmoid code unit j.
+
+    In float32 whatever z is: in half precision 1 − 1e-6 rounds to 1, and a saturated unit would give log 0."""
+    rho_hat = z.float().mean(dim=0).clamp(1e-6, 1 - 1e-6)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
+def keep_top_k(z: Tensor, k: int) -> Tensor:
+    """Zero all but the k largest units of each code (the k-sparse support)."""
+    threshold = z.topk(k, dim=1).values[:, -1:]
+    return z * (z >= threshold)
+
+
+class SparseAutoencoder(AutoencoderBase):
+    """Sparse autoencoder, ``penalty`` one of:
+
+    - ``l1``:   z = g(x),            L = dist(h(z), x) + λ·mean‖z‖₁
+    - ``kl``:   z = σ(g(x)),         L = dist(h(z), x) + β·Σⱼ KL(ρ ‖ ρ̂ⱼ),  ρ̂ⱼ = mean over the batch of zⱼ
+    - ``topk``: z = top_k(g(x)),     L = dist(h(z), x)   (sparsity is structural: only k units are non-zero)
+
+    λ and β are ``sparsity_weight`` (l1, kl); ρ is ``target_activation`` (kl); k is ``k`` (topk, default
+    latent_dim // 4). An option the chosen penalty does not use, set to anything but its default, is refused rather
+    than silently dropped.
+    """
+
+    def __init__(
+        self,
+        penalty: str = "l1",
+        sparsity_weight: float = 1e-3,
+        target_activation: float = 0.05,
+        k: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if penalty not in ("l1", "kl", "topk"):
+            raise ConfigError(f"model.penalty={penalty!r} is not a sparsity penalty; allowed: ['kl', 'l1', 'topk']")
+        ignored = {  # option: (its value, set but unused by this penalty?, the penalties that use it)
+            "sparsity_weight": (sparsity_weight, penalty == "topk" and sparsity_weight != 1e-3, "l1 or kl"),
+            "target_activation": (target_activation, penalty != "kl" and target_activation != 0.05, "kl"),
+            "k": (k, penalty != "topk" and k is not None, "topk"),
+        }
+        for name, (value, unused, used_by) in ignored.items():
+            if unused:
+                raise ConfigError(
+                    f"model.{name}={value} is not used with penalty {penalty!r}; remove it, or choose penalty {used_by}"
+                )
+        if not 0.0 < target_activation < 1.0:
+            raise ConfigError(f"model.target_activation={target_activation} is ρ and must be in (0, 1)")
+        self.k = k if k is not None else max(1, self.latent_dim // 4)
+        if not 1 <= self.k <= self.latent_dim:
+            raise ConfigError(f"model.k={k} must be in [1, latent_dim={self.latent_dim}]")
+        self.penalty = penalty
+        self.sigmoid_codes = penalty == "kl"
+        self.sparsity_weight = non_negative("sparsity_weight", sparsity_weight)
+        self.target_activation = target_activation
+        self.encoder, self.decoder = self.make_networks()
+
+    def encode(self, x: Tensor) -> Tensor:
+        z = self.encoder(x)
+        if self.penalty == "kl":
+            return torch.sigmoid(z)
+        if self.penalty == "topk":
+            return keep_top_k(z, self.k)
+        return z
+
+    def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
+        x = batch.clean
+        z = self.encode(x)
+        recon = self.distance(self.decoder(z), x)
+        if self.penalty == "topk":
+            return {"loss": recon, "recon": recon}
+        if self.penalty == "l1":
+            sparsity = self.sparsity_weight * l1_penalty(z)
+        else:
+            sparsity = self.sparsity_weight * kl_sparsity(z, self.target_activation)
+        return {"loss": recon + sparsity, "recon": recon, "sparsity": sparsity}
