@@ -140,6 +140,11 @@ class ImagePanels(pl.Callback):
         plt.close(figure)
 
 
+# How often last.ckpt is rewritten, for `ae-lightning fit` and for every suite run alike: at most this many steps
+# are lost to a kill; a checkpoint of these models costs milliseconds.
+CHECKPOINT_EVERY_N_STEPS = 200
+
+
 class ResumeCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` steps and at every epoch end, so a killed
     or preempted run loses at most that many steps. Resuming from it (``--ckpt_path …/last.ckpt``) is exact: the
@@ -161,7 +166,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def __init__(
         self,
-        every_n_train_steps: int = 500,
+        every_n_train_steps: int = CHECKPOINT_EVERY_N_STEPS,
         dirpath: str | None = None,
         save_on_epoch_end: bool = True,
         signal_sync_every_n_steps: int = 10,

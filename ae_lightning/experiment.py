@@ -153,7 +153,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None)
-    resume = ResumeCheckpoint(spec.get("checkpoint_every_n_steps", 200), dirpath=str(run_dir / "checkpoints"))
+    resume = ResumeCheckpoint(spec["checkpoint_every_n_steps"], dirpath=str(run_dir / "checkpoints"))
     meter = FitMeter()
     trainer = pl.Trainer(
         **spec["trainer"],

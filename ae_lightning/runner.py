@@ -40,6 +40,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from ae_lightning.callbacks import CHECKPOINT_EVERY_N_STEPS
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import parse_device, usable_cpus, visible_gpus
 from ae_lightning.errors import ConfigError
@@ -172,7 +173,7 @@ def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, ddp: bool) -> lis
                 "trainer": trainer,
                 "evaluation": {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)},
                 "wandb": suite["wandb"],
-                "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", 200),
+                "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS),
             }
             directory = out / "runs" / variant["name"] / f"seed{seed}"
             runs.append(Run(variant["name"], seed, spec, directory, index=len(runs) + 1))
