@@ -110,6 +110,26 @@ COMPARE_EPILOG = (
     "the report; see ae-lightning compare --help."
 )
 
+# Every subcommand, for `ae-lightning --help`: LightningCLI's (one run) and the suite runner.
+SUBCOMMANDS = {
+    "fit": "train one variant (LightningCLI: --model, --data.*, --trainer.*, --config FILE)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split (test/mse and the variant's terms)",
+    "predict": "write codes and reconstructions of a split to a file (--predictions.path)",
+    "compare": "train every (variant, seed) of a suite side by side, judge them with one battery, write the report",
+}
+
+
+def top_level_help() -> str:
+    rows = "\n".join(f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items())
+    return (
+        "usage: ae-lightning {" + ",".join(SUBCOMMANDS) + "} ...\n\n"
+        "The autoencoder family in PyTorch Lightning, trained and compared side by side.\n\n"
+        f"subcommands:\n{rows}\n\n"
+        "ae-lightning SUBCOMMAND --help shows a subcommand's options, e.g. ae-lightning fit --help, "
+        "ae-lightning compare --help."
+    )
+
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
     """LightningCLI over every variant; ``args=None`` reads the command line."""
@@ -156,6 +176,9 @@ def short_parse_error(err: ArgumentError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in ([], ["-h"], ["--help"]):
+        print(top_level_help())
+        sys.exit(0 if args else 2)
     try:
         if args[:1] == ["compare"]:
             from ae_lightning.runner import main as compare_main

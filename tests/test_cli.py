@@ -264,7 +264,11 @@ def test_missing_data_offline_is_one_clear_error(tmp_path):
 
 def test_help_lists_compare(tmp_path):
     result = cli("--help", cwd=tmp_path)
-    assert result.returncode == 0 and "ae-lightning compare SUITE.yaml" in result.stdout
-    assert "{fit,validate,test,predict}" in result.stdout
+    assert result.returncode == 0 and "usage: ae-lightning {fit,validate,test,predict,compare} ..." in result.stdout
+    for subcommand in ("fit", "validate", "test", "predict", "compare"):
+        assert f"\n  {subcommand} " in result.stdout, subcommand
+    assert cli(cwd=tmp_path).returncode == 2  # no subcommand: the same help, and an error code
+    result = cli("fit", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--model" in result.stdout and "--trainer.max_epochs" in result.stdout
     result = cli("compare", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--task-index" in result.stdout and "--report-only" in result.stdout
