@@ -1,11 +1,13 @@
-"""The local report of a suite: ``summary.csv``, ``report.md`` (variant × metric, mean ± std over seeds, best per
-column in bold) and PNGs a person can look at; plus the W&B summary run with every variant's battery as a table."""
+"""The local report of a suite: ``aggregate.json`` (variant → metric → mean, std, 95 % interval, n), ``summary.csv``
+(one row per run, with its variant's statistics), ``report.md`` (variant × metric with intervals, the best per
+column and the variants not significantly different from it, probabilities of improvement) and PNGs a person can
+look at; plus the W&B summary run with every variant's battery as a table."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 from ae_lightning.evaluation.battery import BATTERY_KEYS, RECONSTRUCTION_KEYS, STRUCTURE_KEYS
+from ae_lightning.evaluation.statistics import ALPHA, CONFIDENCE, p_value_against, probability_of_improvement, summarize
+from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
 from ae_lightning.variants import VARIANTS
 
@@ -40,27 +44,53 @@ def variants_in_order(records: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["variant"] for r in records))
 
 
-def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """variant → metric → (mean, std over seeds, number of seeds), from the runs that finished."""
-    table: dict[str, dict[str, tuple[float, float, int]]] = {}
+Scores = dict[str, dict[str, dict[int, float]]]  # variant → metric → {seed: value} of the runs that finished
+Table = dict[str, dict[str, dict[str, Any]]]  # variant → metric → {mean, std, ci_low, ci_high, n}
+
+
+def per_seed_scores(records: list[dict[str, Any]]) -> Scores:
+    scores: Scores = {}
     for variant in variants_in_order(records):
-        done = [r["metrics"] for r in records if r["variant"] == variant and r["status"] == "done"]
-        row = {}
+        done = [r for r in records if r["variant"] == variant and r["status"] == "done"]
+        scores[variant] = {}
         for key in METRIC_KEYS:
-            values = [m[key] for m in done if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
+            values = {
+                r["seed"]: float(r["metrics"][key])
+                for r in done
+                if isinstance(r["metrics"].get(key), (int, float)) and math.isfinite(r["metrics"][key])
+            }
             if values:
-                row[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-        table[variant] = row
-    return table
+                scores[variant][key] = values
+    return scores
 
 
-def best_per_metric(table: dict[str, dict[str, tuple[float, float, int]]]) -> dict[str, str]:
+def aggregate(scores: Scores) -> Table:
+    """variant → metric → mean, std, 95 % Student-t interval and n over seeds (``aggregate.json``)."""
+    return {
+        variant: {key: summarize(list(values.values())) for key, values in row.items()}
+        for variant, row in scores.items()
+    }
+
+
+def best_per_metric(table: Table) -> dict[str, str]:
     best = {}
     for key in METRIC_KEYS:
-        scored = [(row[key][0], variant) for variant, row in table.items() if key in row]
+        scored = [(row[key]["mean"], variant) for variant, row in table.items() if key in row]
         if len(scored) > 1 and key in HIGHER_IS_BETTER | LOWER_IS_BETTER:
             best[key] = (max if key in HIGHER_IS_BETTER else min)(scored)[1]
     return best
+
+
+def not_different_from_best(scores: Scores, best: dict[str, str]) -> dict[str, set[str]]:
+    """metric → the other variants whose difference from the best is not significant at the 5 % level."""
+    tied: dict[str, set[str]] = {}
+    for key, winner in best.items():
+        for variant, row in scores.items():
+            if variant != winner and key in row:
+                p_value = p_value_against(scores[winner][key], row[key])
+                if p_value is not None and p_value >= ALPHA:
+                    tied.setdefault(key, set()).add(variant)
+    return tied
 
 
 def format_number(value: float, significant: int = 4) -> str:
@@ -70,12 +100,16 @@ def format_number(value: float, significant: int = 4) -> str:
     return f"{value:.{significant}g}"
 
 
-def format_value(mean: float, std: float, count: int) -> str:
-    return f"{format_number(mean)} ± {format_number(std, 2)}" if count > 1 else format_number(mean)
+def format_value(summary: dict[str, Any]) -> str:
+    """``mean ± half-width of the 95 % interval``; the mean alone for one seed."""
+    if summary["ci_high"] is None:
+        return format_number(summary["mean"])
+    return f"{format_number(summary['mean'])} ± {format_number(summary['ci_high'] - summary['mean'], 2)}"
 
 
-def markdown_table(table: dict[str, dict[str, tuple[float, float, int]]], keys: list[str]) -> str:
+def markdown_table(table: Table, scores: Scores, keys: list[str]) -> str:
     best = best_per_metric(table)
+    tied = not_different_from_best(scores, best)
     lines = ["| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for variant, row in table.items():
         cells = []
@@ -83,17 +117,54 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float, int]]], keys: 
             if key not in row:
                 cells.append("–")
                 continue
-            text = format_value(*row[key])
-            cells.append(f"**{text}**" if best.get(key) == variant else text)
+            text = format_value(row[key])
+            if best.get(key) == variant:
+                text = f"**{text}**"
+            elif variant in tied.get(key, ()):
+                text += " ≈"
+            cells.append(text)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_summary_csv(path: Path, records: list[dict[str, Any]]) -> None:
+def improvement_table(scores: Scores, key: str) -> str | None:
+    """P(row variant scores better than column variant) on ``key``, over all pairs of their runs."""
+    names = [v for v, row in scores.items() if key in row]
+    if len(names) < 2 or all(len(scores[v][key]) < 2 for v in names):
+        return None
+    higher = key in HIGHER_IS_BETTER
+    lines = [
+        f"P(row better than column) on `{key}` ({'higher' if higher else 'lower'} is better):",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for x in names:
+        x_values = list(scores[x][key].values())
+        cells = [
+            "–" if x == y else f"{probability_of_improvement(x_values, list(scores[y][key].values()), higher):.2f}"
+            for y in names
+        ]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SUMMARY_STATISTICS = ("mean", "std", "ci_low", "ci_high", "n")
+
+
+def write_summary_csv(path: Path, records: list[dict[str, Any]], table: Table) -> None:
+    """One row per run: its metrics, then its variant's statistics over seeds (``<metric>:mean`` … ``:n``)."""
+    statistic_columns = [f"{key}:{stat}" for key in METRIC_KEYS for stat in SUMMARY_STATISTICS]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["variant", "model", "seed", "status", "error", *METRIC_KEYS])
+        writer.writerow(["variant", "model", "seed", "status", "error", *METRIC_KEYS, *statistic_columns])
         for r in records:
+            row = table.get(r["variant"], {})
+            statistics_cells = [
+                "" if row.get(key, {}).get(stat) is None else row[key][stat]
+                for key in METRIC_KEYS
+                for stat in SUMMARY_STATISTICS
+            ]
             writer.writerow(
                 [
                     r["variant"],
@@ -102,6 +173,7 @@ def write_summary_csv(path: Path, records: list[dict[str, Any]]) -> None:
                     r["status"],
                     r["error"] or "",
                     *[r["metrics"].get(k, "") for k in METRIC_KEYS],
+                    *statistics_cells,
                 ]
             )
 
@@ -169,7 +241,8 @@ def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def metrics_figure(table: dict[str, dict[str, tuple[float, float, int]]], path: Path) -> None:
+def metrics_figure(table: Table, path: Path) -> None:
+    """A bar per variant and metric; error bars are the 95 % intervals (none with one seed)."""
     keys = [k for k in METRIC_KEYS if any(k in row for row in table.values())]
     columns = 4
     figure, axes = plt.subplots(
@@ -181,10 +254,17 @@ def metrics_figure(table: dict[str, dict[str, tuple[float, float, int]]], path: 
     colour = {variant: f"C{i % 10}" for i, variant in enumerate(table)}  # one colour per variant in every panel
     for axis, key in zip(axes.flat, keys):
         names = [v for v, row in table.items() if key in row]
+        summaries = [table[v][key] for v in names]
+        with_intervals = all(summary["ci_high"] is not None for summary in summaries)
         axis.bar(
             range(len(names)),
-            [table[v][key][0] for v in names],
-            yerr=[table[v][key][1] for v in names],
+            [summary["mean"] for summary in summaries],
+            yerr=[
+                [summary["mean"] - summary["ci_low"] for summary in summaries],
+                [summary["ci_high"] - summary["mean"] for summary in summaries],
+            ]
+            if with_intervals
+            else None,
             color=[colour[v] for v in names],
             capsize=3,
         )
@@ -198,7 +278,7 @@ def metrics_figure(table: dict[str, dict[str, tuple[float, float, int]]], path: 
     plt.close(figure)
 
 
-def write_figures(out: Path, records: list[dict[str, Any]], table: dict) -> list[str]:
+def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> list[str]:
     chosen = first_done(records)
     examples = {
         v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
@@ -235,33 +315,52 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: dict) -> list
     return written
 
 
+HEADLINE_METRICS = {  # section: the metrics whose pairwise probability of improvement the report tabulates
+    "Reconstruction, denoising, linear probe": ("test/mse", "test/noisy_psnr", "probe/accuracy"),
+    "Structure of the code": ("test/nll_iw",),
+    "Cost of the fit": ("fit/samples_per_s",),
+}
+SECTION_KEYS = {
+    "Reconstruction, denoising, linear probe": RECONSTRUCTION_KEYS,
+    "Structure of the code": STRUCTURE_KEYS,
+    "Cost of the fit": FIT_KEYS,
+}
+
+
 def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    write_summary_csv(out / "summary.csv", records)
-    table = aggregate(records)
+    scores = per_seed_scores(records)
+    table = aggregate(scores)
+    with atomic_path(out / "aggregate.json") as partial:
+        partial.write_text(json.dumps(table, indent=2))
+    write_summary_csv(out / "summary.csv", records, table)
     figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
+    if len(seeds) > 1:
+        statistics_note = (
+            f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval over seeds (Student's t); best per column "
+            "in **bold** (↑ or ↓ as the metric reads); ≈ marks a variant whose difference from the best is not "
+            f"significant at the {ALPHA:.0%} level (paired t-test over seeds; Welch's t-test where seeds differ)."
+        )
+    else:
+        statistics_note = (
+            "One seed: no intervals and no significance tests — a single seed cannot separate variants; "
+            "best per column in **bold** only as a pointer. Run several seeds (`--seeds 0 1 2 3 4`) to compare."
+        )
     lines = [
         f"# Suite `{suite['name']}`",
         "",
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{suite['trainer'].get('max_epochs', '?')} epochs; evaluation corruption {noise['kind']} {noise['level']}. "
-        "Mean ± std over seeds; best per column in **bold** (↑ or ↓ as the metric reads). VAE NLL/ELBO in nats per "
-        "image on binarised test images (Bernoulli likelihood).",
-        "",
-        "## Reconstruction, denoising, linear probe",
-        "",
-        markdown_table(table, list(RECONSTRUCTION_KEYS)),
-        "",
-        "## Structure of the code",
-        "",
-        markdown_table(table, list(STRUCTURE_KEYS)),
-        "",
-        "## Cost of the fit",
-        "",
-        markdown_table(table, list(FIT_KEYS)),
+        f"{statistics_note} VAE NLL/ELBO in nats per image on binarised test images (Bernoulli likelihood).",
         "",
     ]
+    for section, keys in SECTION_KEYS.items():
+        lines += [f"## {section}", "", markdown_table(table, scores, list(keys)), ""]
+        for key in HEADLINE_METRICS[section]:
+            improvement = improvement_table(scores, key)
+            if improvement:
+                lines += [improvement, ""]
     failed = [r for r in records if r["status"] != "done"]
     if failed:
         lines += ["## Runs that did not finish", ""]
