@@ -9,7 +9,8 @@ from ae_lightning.evaluation.battery import (
     EvaluationSettings,
     code_sparsity,
     importance_weighted_log_likelihood,
-    linear_probe_accuracy,
+    knn_accuracy,
+    linear_probe,
     mean_jacobian_frobenius,
     reconstruction_metrics,
     vae_metrics,
@@ -22,9 +23,26 @@ def test_linear_probe_separable_vs_random_labels():
     centres = torch.randn(4, 8, generator=generator) * 4
     labels = torch.randint(0, 4, (800,), generator=generator)
     codes = centres[labels] + torch.randn(800, 8, generator=generator)
-    assert linear_probe_accuracy(codes[:600], labels[:600], codes[600:], labels[600:]) > 0.95
+    assert linear_probe(codes[:600], labels[:600], codes[600:], labels[600:])[0] > 0.95
     shuffled = labels[torch.randperm(800, generator=generator)]
-    assert linear_probe_accuracy(codes[:600], shuffled[:600], codes[600:], shuffled[600:]) < 0.45
+    assert linear_probe(codes[:600], shuffled[:600], codes[600:], shuffled[600:])[0] < 0.45
+    assert knn_accuracy(codes[:600], labels[:600], codes[600:], labels[600:]) > 0.95
+    assert knn_accuracy(codes[:600], shuffled[:600], codes[600:], shuffled[600:]) < 0.45
+
+
+def test_probe_chooses_its_l2_on_training_codes_only():
+    # 60 training points in 100 dimensions, 2 of them informative: the least regularised fit overfits the noise
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 2, (560,), generator=generator)
+    codes = torch.randn(560, 100, generator=generator)
+    codes[:, :2] += 1.5 * (2 * labels[:, None] - 1)
+    train, test = slice(0, 60), slice(60, None)
+    accuracy, chosen = linear_probe(codes[train], labels[train], codes[test], labels[test])
+    assert chosen > 1e-4  # the held-out fifth of the training codes asked for more regularisation
+    # the test split takes no part in the choice: scrambled test labels change the score, never the chosen L2
+    scrambled = labels[test][torch.randperm(500, generator=generator)]
+    assert linear_probe(codes[train], labels[train], codes[test], scrambled)[1] == chosen
+    assert accuracy > 0.75  # the two informative dimensions are found
 
 
 def test_code_sparsity_thresholds():
@@ -44,9 +62,24 @@ def test_reconstruction_metrics_of_a_perfect_and_a_constant_model():
     assert perfect["test/mse"] == 0 and perfect["test/ssim"] > 0.999
     noisy = torch.zeros(20, 1, 28, 28)
     from_zero = reconstruction_metrics(Identity(), images, noisy, "noisy_", EvaluationSettings(batch_size=7))
-    expected_mse = (images.float() / 255).pow(2).mean().item()
-    assert abs(from_zero["test/noisy_mse"] - expected_mse) < 1e-6
-    assert abs(from_zero["test/noisy_psnr"] - 10 * torch.log10(torch.tensor(1 / expected_mse)).item()) < 1e-3
+    per_image_mse = (images.float() / 255).pow(2).flatten(1).mean(1)
+    assert abs(from_zero["test/noisy_mse"] - per_image_mse.mean().item()) < 1e-6
+    # PSNR is per image, then averaged: not the PSNR of the pooled MSE
+    assert abs(from_zero["test/noisy_psnr"] - (-10 * per_image_mse.log10()).mean().item()) < 1e-3
+
+
+def test_psnr_is_the_mean_over_images():
+    clean = torch.full((2, 1, 16, 16), 128, dtype=torch.uint8)
+    offsets = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # per-image MSE 1e-2 and 1e-4: PSNR 20 and 40 dB
+
+    class Identity(Autoencoder):
+        def forward(self, x):
+            return x
+
+    noisy = clean.float() / 255 + offsets
+    metrics = reconstruction_metrics(Identity(input_shape=(1, 16, 16)), clean, noisy, "", EvaluationSettings())
+    assert abs(metrics["test/psnr"] - 30.0) < 1e-3  # the pooled MSE would give 22.97 dB
+    assert abs(metrics["test/mse"] - (1e-2 + 1e-4) / 2) < 1e-7
 
 
 def test_jacobian_norm_of_a_linear_encoder():

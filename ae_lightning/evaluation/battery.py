@@ -2,10 +2,15 @@
 
 Keys (a public contract: W&B panels and the report use them):
 
-    test/mse, test/psnr, test/ssim                 reconstruction h(g(x)) of clean test images
+    test/mse, test/psnr, test/ssim                 reconstruction h(g(x)) of clean test images; MSE per pixel, PSNR
+                                                   and SSIM per image, averaged over images (not PSNR of the pooled MSE)
     test/noisy_mse, test/noisy_psnr, test/noisy_ssim  h(g(x̃)) against the clean x, x̃ the fixed evaluation corruption
-    probe/accuracy                                 logistic regression on frozen codes: fit on train, scored on test
-    test/jacobian_fro                              mean ‖∂g(x)/∂x‖_F over test images (exact)
+    probe/accuracy                                 logistic regression on standardised frozen codes: its L2 strength
+                                                   picked on a held-out fifth of the training codes, then refit on all
+                                                   of them and scored once on the test codes
+    probe/knn_accuracy                             k-nearest neighbours (k = 5) on the same standardised codes
+    test/jacobian_fro                              mean over test images of ‖∂g(x)/∂x‖_F, the Frobenius norm (not
+                                                   squared; the CAE's training penalty is λ·mean ‖J‖²_F), exact
     test/code_sparsity                             fraction of code units with |z| < 1e-3 (sigmoid codes: z < 0.05)
     test/elbo, test/nll_iw, test/active_units      VAE only (nats; Bernoulli likelihoods on binarised x > 0.5)
 
@@ -38,6 +43,7 @@ RECONSTRUCTION_KEYS = (
     "test/noisy_psnr",
     "test/noisy_ssim",
     "probe/accuracy",
+    "probe/knn_accuracy",
 )
 STRUCTURE_KEYS = ("test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units")
 BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS
@@ -52,6 +58,8 @@ class EvaluationSettings:
     batch_size: int = 500
     probe_train_samples: int | None = None  # codes of this many train images fit the probe
     probe_steps: int = 200
+    probe_l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 strengths the probe chooses among
+    knn_neighbours: int = 5
     jacobian_samples: int | None = 1000
     iw_samples: int = 1000  # k importance samples per image for test/nll_iw
     iw_images: int | None = None
@@ -78,7 +86,7 @@ def reconstruction_metrics(
     local = {"sync_on_compute": False}
     metrics = {
         "mse": MeanSquaredError(**local),
-        "psnr": PeakSignalNoiseRatio(data_range=1.0, **local),
+        "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", **local),
         "ssim": StructuralSimilarityIndexMeasure(data_range=1.0, **local),
     }
     metrics = {name: metric.to(model.device) for name, metric in metrics.items()}
@@ -92,27 +100,72 @@ def reconstruction_metrics(
     return {f"test/{prefix}{name}": metric.compute().item() for name, metric in metrics.items()}
 
 
-def linear_probe_accuracy(
-    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, steps: int = 200
-) -> float:
-    """Multinomial logistic regression on standardised frozen codes (full-batch L-BFGS, small L2), test accuracy."""
-    mean, std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
-    train_x, test_x = (train_codes - mean) / std, (test_codes - mean) / std
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    """Both scaled by the training features' mean and std (features constant on train stay 0)."""
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def fit_logistic_regression(
+    x: Tensor, labels: Tensor, num_classes: int, l2: float, steps: int
+) -> tuple[Tensor, Tensor]:
+    """Multinomial logistic regression, full-batch L-BFGS: (weight, bias)."""
     with torch.enable_grad():
-        weight = torch.zeros(train_x.shape[1], num_classes, device=train_x.device, requires_grad=True)
-        bias = torch.zeros(num_classes, device=train_x.device, requires_grad=True)
+        weight = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
+        bias = torch.zeros(num_classes, device=x.device, requires_grad=True)
         optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
 
         def closure() -> Tensor:
             optimizer.zero_grad()
-            loss = F.cross_entropy(train_x @ weight + bias, train_labels) + 1e-4 * weight.pow(2).sum()
+            loss = F.cross_entropy(x @ weight + bias, labels) + l2 * weight.pow(2).sum()
             loss.backward()
             return loss
 
         optimizer.step(closure)
-    with torch.no_grad():
-        return ((test_x @ weight + bias).argmax(1) == test_labels).float().mean().item()
+    return weight.detach(), bias.detach()
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def linear_probe(
+    train_codes: Tensor,
+    train_labels: Tensor,
+    test_codes: Tensor,
+    test_labels: Tensor,
+    steps: int = 200,
+    l2_grid: tuple[float, ...] = EvaluationSettings.probe_l2_grid,
+) -> tuple[float, float]:
+    """(test accuracy, chosen L2) of logistic regression on standardised frozen codes. The L2 strength is chosen
+    on a held-out fifth of the training codes (seeded split); the probe is then refit on all training codes with it
+    and scored once on the test codes, which never take part in the choice."""
+    train_x, test_x = standardise(train_codes, test_codes)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).to(train_x.device)
+    held_out, fit_part = order[: len(order) // 5], order[len(order) // 5 :]
+    scores = {}
+    for l2 in l2_grid:
+        weight, bias = fit_logistic_regression(train_x[fit_part], train_labels[fit_part], num_classes, l2, steps)
+        scores[l2] = accuracy(train_x[held_out] @ weight + bias, train_labels[held_out])
+    chosen = max(l2_grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regularisation
+    weight, bias = fit_logistic_regression(train_x, train_labels, num_classes, chosen, steps)
+    return accuracy(test_x @ weight + bias, test_labels), chosen
+
+
+def knn_accuracy(
+    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, k: int = 5
+) -> float:
+    """Accuracy of a k-nearest-neighbour vote (Euclidean, on standardised codes; ties go to the smallest label)."""
+    train_x, test_x = standardise(train_codes, test_codes)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    correct = 0
+    for start in range(0, len(test_x), 1000):
+        distances = torch.cdist(test_x[start : start + 1000], train_x)
+        neighbours = train_labels[distances.topk(k, dim=1, largest=False).indices]  # [chunk, k]
+        votes = F.one_hot(neighbours, num_classes).sum(1)
+        correct += (votes.argmax(1) == test_labels[start : start + 1000]).sum().item()
+    return correct / len(test_x)
 
 
 def code_sparsity(codes: Tensor, sigmoid_codes: bool) -> float:
@@ -169,6 +222,37 @@ def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -
     return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
 
 
+def probe_metrics(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    settings: EvaluationSettings,
+) -> dict[str, float]:
+    """probe/accuracy (and the L2 it chose, probe/l2) and probe/knn_accuracy of these features."""
+    device = train_features.device
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
+    linear, l2 = linear_probe(
+        train_features, train_labels, test_features, test_labels, settings.probe_steps, settings.probe_l2_grid
+    )
+    knn = knn_accuracy(train_features, train_labels, test_features, test_labels, settings.knn_neighbours)
+    return {"probe/accuracy": linear, "probe/l2": l2, "probe/knn_accuracy": knn}
+
+
+def pixel_baseline(
+    train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor, settings: EvaluationSettings
+) -> dict[str, float]:
+    """The same probes on raw pixels: what the codes add (or lose) over the images themselves."""
+    train_pixels = train_images[: settings.probe_train_samples].flatten(1).float() / 255
+    return probe_metrics(
+        train_pixels,
+        train_labels[: settings.probe_train_samples],
+        test_images.flatten(1).float() / 255,
+        test_labels,
+        settings,
+    )
+
+
 def evaluate(
     model: AutoencoderBase,
     train_images: Tensor,
@@ -188,13 +272,7 @@ def evaluate(
         train_labels[: settings.probe_train_samples],
     )
     test_codes = codes_of(model, test_images, settings)
-    results["probe/accuracy"] = linear_probe_accuracy(
-        codes_of(model, probe_images, settings),
-        probe_labels.to(model.device),
-        test_codes,
-        test_labels.to(model.device),
-        settings.probe_steps,
-    )
+    results |= probe_metrics(codes_of(model, probe_images, settings), probe_labels, test_codes, test_labels, settings)
     results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):

@@ -19,7 +19,14 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from ae_lightning.evaluation.battery import BATTERY_KEYS, RECONSTRUCTION_KEYS, STRUCTURE_KEYS
+from ae_lightning.data import ImageDataModule
+from ae_lightning.evaluation.battery import (
+    BATTERY_KEYS,
+    RECONSTRUCTION_KEYS,
+    STRUCTURE_KEYS,
+    EvaluationSettings,
+    pixel_baseline,
+)
 from ae_lightning.evaluation.statistics import ALPHA, CONFIDENCE, p_value_against, probability_of_improvement, summarize
 from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
@@ -33,6 +40,7 @@ HIGHER_IS_BETTER = {
     "test/noisy_psnr",
     "test/noisy_ssim",
     "probe/accuracy",
+    "probe/knn_accuracy",
     "test/elbo",
     "fit/samples_per_s",
 }
@@ -315,6 +323,10 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
     return written
 
 
+def settings_knn(suite: dict[str, Any]) -> int:
+    return suite["evaluation"].get("knn_neighbours", EvaluationSettings.knn_neighbours)
+
+
 HEADLINE_METRICS = {  # section: the metrics whose pairwise probability of improvement the report tabulates
     "Reconstruction, denoising, linear probe": ("test/mse", "test/noisy_psnr", "probe/accuracy"),
     "Structure of the code": ("test/nll_iw",),
@@ -325,6 +337,28 @@ SECTION_KEYS = {
     "Structure of the code": STRUCTURE_KEYS,
     "Cost of the fit": FIT_KEYS,
 }
+
+
+def pixel_probe_baseline(out: Path, suite: dict[str, Any]) -> dict[str, float] | None:
+    """The battery's probes on raw pixels of the suite's data (``pixel_baseline.json``, computed once): what a
+    reader compares the codes' probe accuracies with. None, with a warning, if the data cannot be read."""
+    path = out / "pixel_baseline.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    try:
+        datamodule = ImageDataModule(**suite["data"])
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        keys = ("probe_train_samples", "probe_steps", "probe_l2_grid", "knn_neighbours")
+        settings = EvaluationSettings(**{k: v for k, v in suite["evaluation"].items() if k in keys})
+        train, test = datamodule.splits["train"], datamodule.splits["test"]
+        baseline = pixel_baseline(train.images, train.labels, test.images, test.labels, settings)
+    except Exception as err:  # the report is written all the same
+        warn(f"pixel-space probe baseline not computed: {type(err).__name__}: {err}")
+        return None
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(baseline, indent=2))
+    return baseline
 
 
 def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -355,6 +389,14 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         f"{statistics_note} VAE NLL/ELBO in nats per image on binarised test images (Bernoulli likelihood).",
         "",
     ]
+    baseline = pixel_probe_baseline(out, suite)
+    if baseline:
+        lines += [
+            f"Probes on raw pixels, for comparison with the codes' (same probes, same images): linear "
+            f"{baseline['probe/accuracy']:.4g} (L2 {baseline['probe/l2']:g}), {settings_knn(suite)}-NN "
+            f"{baseline['probe/knn_accuracy']:.4g}.",
+            "",
+        ]
     for section, keys in SECTION_KEYS.items():
         lines += [f"## {section}", "", markdown_table(table, scores, list(keys)), ""]
         for key in HEADLINE_METRICS[section]:
