@@ -107,8 +107,6 @@ def test_one_seed_report_says_it_cannot_separate_variants(tmp_path, data_root):
     # the header gives the same probes on raw pixels, to read the codes' probe accuracies against
     baseline = json.loads((tmp_path / "out" / "pixel_baseline.json").read_text())
     assert set(baseline) == {"probe/accuracy", "probe/l2", "probe/knn_accuracy"}
-    assert (
-        f"Probes on raw pixels, for comparison with the codes' (same probes, same images): linear {baseline['probe/accuracy']:.4g}"
-        in report
-    )
+    header = "Probes on raw pixels, for comparison with the codes' (same probes, same images): linear"
+    assert f"{header} {baseline['probe/accuracy']:.4g}" in report
     assert json.loads((tmp_path / "out" / "aggregate.json").read_text())["Autoencoder"]["test/mse"]["ci_low"] is None
