@@ -107,6 +107,13 @@ class ImagePanels(pl.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        # Prior samples draw random numbers: on a forked stream, so logging images never changes the training run
+        # (a run with W&B on is the run `fit --config` reproduces).
+        devices = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self._log_panels(trainer, pl_module, loggers)
+
+    def _log_panels(self, trainer: pl.Trainer, pl_module: AutoencoderBase, loggers: list[WandbLogger]) -> None:
         split = trainer.datamodule.splits["val"]
         if len(split.labels) == 0:
             return

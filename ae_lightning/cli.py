@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ae_lightning.callbacks import ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
@@ -64,6 +65,17 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class AutoencoderCLI(LightningCLI):
+    """The one place a Trainer, its checkpoint callbacks (``--checkpoint.*``, ``--resume_checkpoint.*``, one cadence)
+    and its loggers are built — for ``ae-lightning fit`` and for every suite run (``ae_lightning.experiment``), which
+    only adds what is run-specific (its loggers, progress and cost callbacks) through ``trainer_overrides``."""
+
+    def __init__(self, *args, trainer_overrides: dict | None = None, **kwargs) -> None:
+        self.trainer_overrides = trainer_overrides or {}
+        super().__init__(*args, **kwargs)
+
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        return super().instantiate_trainer(**{**kwargs, **self.trainer_overrides})
+
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         # Parse errors are raised (and printed short by main), not printed after 90 lines of usage.
         return super().init_parser(**{**kwargs, "exit_on_error": False})
@@ -131,11 +143,16 @@ def top_level_help() -> str:
     )
 
 
-def run_cli(args: list[str] | None = None, run: bool = True) -> AutoencoderCLI:
-    """LightningCLI over every variant; ``args=None`` reads the command line."""
+def run_cli(
+    args: list[str] | None = None, run: bool = True, trainer_overrides: dict | None = None, save_config: bool = True
+) -> AutoencoderCLI:
+    """LightningCLI over every variant; ``args=None`` reads the command line. ``trainer_overrides``: Trainer
+    arguments set in code (a suite run's loggers and callbacks); ``save_config``: write the run's config.yaml."""
     return AutoencoderCLI(
         AutoencoderBase,
         ImageDataModule,
+        trainer_overrides=trainer_overrides,
+        save_config_callback=SaveConfigCallback if save_config else None,
         subclass_mode_model=True,
         seed_everything_default=0,
         # Logs, checkpoints and the saved config go under default_root_dir (Lightning's default logger, a CSVLogger

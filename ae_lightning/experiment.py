@@ -11,6 +11,7 @@ A run that finds ``checkpoints/last.ckpt`` resumes from it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -20,12 +21,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+import yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
+from ae_lightning.cli import run_cli
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
@@ -132,7 +133,22 @@ def save_examples(
 def datamodule_of(spec: dict[str, Any]) -> ImageDataModule:
     """The run's data: split and evaluation corruption fixed by the suite's ``data.seed`` (every run of a suite,
     whatever its seed, trains and is judged on the same images), shuffling driven by the run's seed."""
-    return ImageDataModule(**{**spec["data"], "shuffle_seed": spec["seed"]})
+    return ImageDataModule(**run_config(spec)["data"])
+
+
+def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the run trains, as the config ``ae-lightning fit --config`` takes: written to ``RUN_DIR/config.yaml``,
+    it reproduces the run (bitwise on the CPU). Where the run writes is not in it."""
+    variant = VARIANTS[spec["model"]]
+    val_size = spec["data"].get("val_size", inspect.signature(ImageDataModule).parameters["val_size"].default)
+    return {
+        "seed_everything": spec["seed"],
+        "model": {"class_path": f"{variant.__module__}.{variant.__qualname__}", "init_args": spec["model_args"]},
+        "data": {**spec["data"], "shuffle_seed": spec["seed"]},
+        "trainer": {**spec["trainer"], "enable_progress_bar": False},
+        "checkpoint": {"monitor": "val/loss" if val_size else None},
+        "resume_checkpoint": {"every_n_train_steps": spec["checkpoint_every_n_steps"]},
+    }
 
 
 def leave_process_group() -> None:
@@ -145,23 +161,37 @@ def leave_process_group() -> None:
 
 def run(run_dir: Path) -> dict[str, Any]:
     spec = json.loads((run_dir / "spec.json").read_text())
-    pl.seed_everything(spec["seed"], workers=True)
-    datamodule = datamodule_of(spec)
-    model = VARIANTS[spec["model"]](input_shape=datamodule.image_shape, **spec["model_args"])
+    config_path = run_dir / "config.yaml"
+    with atomic_path(config_path) as partial:
+        partial.write_text(yaml.safe_dump(run_config(spec), sort_keys=False))
     loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
     wandb_logger = make_wandb_logger(spec, run_dir)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss" if datamodule.val_size else None)
-    resume = ResumeCheckpoint(spec["checkpoint_every_n_steps"], dirpath=str(run_dir / "checkpoints"))
     meter = FitMeter()
-    trainer = pl.Trainer(
-        **spec["trainer"],
-        default_root_dir=str(run_dir),
-        logger=loggers,
-        enable_progress_bar=False,
-        callbacks=[checkpoint, resume, meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+    # Built as `ae-lightning fit --config RUN_DIR/config.yaml` builds it (one Trainer construction, one checkpoint
+    # cadence); only where it writes, and what it reports to the runner, are added here.
+    cli = run_cli(
+        [
+            "--config",
+            str(config_path),
+            "--trainer.default_root_dir",
+            str(run_dir),
+            "--checkpoint.dirpath",
+            str(run_dir / "checkpoints"),
+            "--resume_checkpoint.dirpath",
+            str(run_dir / "checkpoints"),
+        ],
+        run=False,
+        trainer_overrides={
+            "logger": loggers,
+            "callbacks": [meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
+        },
+        save_config=False,  # config.yaml above is the reproducible one
     )
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    checkpoint = trainer.checkpoint_callback
+    resume = next(c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint))
     # The newest of last.ckpt and a checkpoint Lightning wrote on SLURM's preemption signal (hpc_ckpt_<n>.ckpt).
     candidates = [p for p in [Path(resume.path), *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
     last = max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

@@ -302,3 +302,31 @@ def test_every_seed_of_a_suite_trains_and_is_judged_on_the_same_split(tmp_path, 
     assert (first.shuffle_seed, second.shuffle_seed) == (0, 1)
     first_batch, second_batch = (next(iter(dm.train_dataloader())).label for dm in (first, second))
     assert not torch.equal(first_batch, second_batch)
+
+
+def test_a_runs_config_yaml_refits_it_bitwise(tmp_path, data_root):
+    # A VAE draws ε every step, and with W&B on its image panels draw prior samples: the refit must match anyway.
+    suite = suite_file(
+        tmp_path,
+        data_root,
+        [{"name": "VAE", "model": "VariationalAutoencoder", "args": {"latent_dim": 4}}],
+        trainer={"max_epochs": 2, "accelerator": "cpu"},
+    )
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = tmp_path / "out" / "runs" / "VAE" / "seed0"
+    refit = cli(
+        "fit",
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "refit"),
+        cwd=tmp_path,
+    )
+    assert refit.returncode == 0, refit.stderr[-3000:]
+    original = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    (again,) = (tmp_path / "refit").glob("lightning_logs/version_0/checkpoints/last.ckpt")
+    again = torch.load(again, weights_only=True)
+    assert original["global_step"] == again["global_step"] == 20
+    for name, tensor in original["state_dict"].items():
+        assert torch.equal(tensor, again["state_dict"][name]), name
