@@ -59,7 +59,10 @@ SUITE_KEYS = {
     "wandb",
     "checkpoint_every_n_steps",
 }
-VARIANT_KEYS = {"name", "model", "args", "data", "trainer"}
+# A variant: {model: NAME, args: {…}} (short), {class_path: …, init_args: {…}} (as LightningCLI writes a model), or
+# {config: FILE} (a model config as `ae-lightning fit --config` takes; init_args beside it override its values).
+VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer"}
+OVERRIDE_SECTIONS = ("data", "trainer", "evaluation", "wandb")  # compare --data.root DIR, --trainer.max_epochs 5…
 WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 TRAINER_KEYS = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
@@ -85,6 +88,33 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+def model_of(variant: dict[str, Any], suite_dir: Path, where: str) -> tuple[str, dict[str, Any]]:
+    """(variant class name, its arguments) from any of the three ways a suite may write a variant."""
+    forms = [form for form in ("model", "class_path", "config") if form in variant]
+    if len(forms) != 1:
+        raise ConfigError(f"{where}: give exactly one of 'model', 'class_path' or 'config' (got {forms or 'none'})")
+    if forms == ["model"]:
+        if "init_args" in variant:
+            raise ConfigError(f"{where}: 'init_args' goes with 'class_path' or 'config'; with 'model' use 'args'")
+        return variant["model"], dict(variant.get("args") or {})
+    if "args" in variant:
+        raise ConfigError(f"{where}: 'args' goes with 'model'; with '{forms[0]}' use 'init_args'")
+    class_path, init_args = variant.get("class_path"), {}
+    if forms == ["config"]:
+        file = Path(variant["config"])
+        file = file if file.is_file() or file.is_absolute() else suite_dir / file
+        if not file.is_file():
+            raise ConfigError(f"{where}: config={variant['config']!r}: no such file (relative to . or {suite_dir})")
+        section = (yaml.safe_load(file.read_text()) or {}).get("model")
+        if not isinstance(section, dict) or "class_path" not in section:
+            raise ConfigError(f"{where}: {file} has no 'model: {{class_path: …, init_args: …}}' section")
+        class_path, init_args = section["class_path"], dict(section.get("init_args") or {})
+    name = str(class_path).rsplit(".", 1)[-1]
+    if name not in VARIANTS:
+        raise ConfigError(f"{where}: class_path={class_path!r} is not a variant; allowed: {sorted(VARIANTS)}")
+    return name, {**init_args, **(variant.get("init_args") or {})}
+
+
 def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
     """Read, override and validate a suite file; every error names the key, the value and what is allowed."""
     if not path.is_file():
@@ -107,6 +137,14 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
         suite["seeds"] = overrides.seeds
     if overrides.wandb is not None:
         suite["wandb"]["mode"] = overrides.wandb
+    for key, value in getattr(overrides, "dotted", {}).items():  # --trainer.max_epochs 5 …, as in `fit`
+        *parents, name = key.split(".")
+        target = suite
+        for parent in parents:  # --data.noise.level 0.5 reaches into data.noise
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--{key}: {parent!r} is not a mapping in this suite")
+        target[name] = value
     suite.setdefault("seeds", [0])
     if (
         not isinstance(suite["seeds"], list)
@@ -129,8 +167,12 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
     for number, variant in enumerate(variants):
         where = f"suite {path}: variants[{number}]"
         check_keys(variant, VARIANT_KEYS, where)
-        if variant.get("model") not in VARIANTS:
-            raise ConfigError(f"{where}: model={variant.get('model')!r} is not a variant; allowed: {sorted(VARIANTS)}")
+        model, model_args = model_of(variant, path.parent, where)
+        if model not in VARIANTS:
+            raise ConfigError(f"{where}: model={model!r} is not a variant; allowed: {sorted(VARIANTS)}")
+        variant.update(model=model, args=model_args)
+        for form in ("class_path", "init_args", "config"):
+            variant.pop(form, None)
         variant.setdefault("name", variant["model"])
         if variant["name"] in names:
             raise ConfigError(f"{where}: name {variant['name']!r} is used twice; give each variant its own name")
@@ -348,9 +390,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ae-lightning compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", type=Path, help="suite YAML file, e.g. experiments/quick.yaml")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: results/<suite name>)")
-    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs (= --trainer.max_epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the suite's seeds")
-    parser.add_argument("--data-root", default=None, help="override data.root")
+    parser.add_argument("--data-root", default=None, help="override data.root (= --data.root)")
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants (by name)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once on CPU (default 1)")
     parser.add_argument("--ddp", action="store_true", help="with GPUs: each run on all GPUs (DDP), one after another")
@@ -369,7 +411,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run only run I (0-based; a SLURM array task), without writing the report",
     )
     parser.add_argument("--report-only", action="store_true", help="write summary and report from finished runs")
-    args = parser.parse_args(argv)
+    parser.epilog = (
+        "Any suite key can be overridden with the dotted keys of `ae-lightning fit`: --data.KEY VALUE, "
+        "--trainer.KEY VALUE, --evaluation.KEY VALUE, --wandb.KEY VALUE (values read as YAML)."
+    )
+    args, rest = parser.parse_known_args(argv)
+    args.dotted = parse_dotted(rest)
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
     if args.runs_per_gpu < 1:
@@ -381,6 +428,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: must be >= 1")
     return args
+
+
+def parse_dotted(rest: list[str]) -> dict[str, Any]:
+    """``--trainer.max_epochs 5 --data.root=/data`` → ``{"trainer.max_epochs": 5, "data.root": "/data"}``."""
+    dotted, items = {}, list(rest)
+    while items:
+        item = items.pop(0)
+        key, separator, value = item[2:].partition("=") if item.startswith("--") else ("", "", "")
+        if key.split(".", 1)[0] not in OVERRIDE_SECTIONS or "." not in key:
+            allowed = ", ".join(f"--{section}.KEY" for section in OVERRIDE_SECTIONS)
+            raise ConfigError(f"unrecognized argument {item!r}; compare takes its own options and {allowed}")
+        if not separator:
+            if not items:
+                raise ConfigError(f"{item} needs a value")
+            value = items.pop(0)
+        dotted[key] = yaml.safe_load(value)
+    return dotted
 
 
 def main(argv: list[str] | None = None) -> int:

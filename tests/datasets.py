@@ -82,3 +82,31 @@ def make_data_root(root: Path, n_train: int = 600) -> Path:
     write_mnist_like(root / "FashionMNIST" / "raw")
     write_cifar10(root / "cifar-10-batches-py")
     return root
+
+
+def write_image_folder(root: Path, n: int, shape: tuple[int, int, int], classes: bool = True, seed: int = 0) -> Path:
+    """PNG files of learnable images: ``root/<class>/<i>.png`` (ImageFolder layout) or, without classes, flat."""
+    from torchvision.io import write_png
+
+    images, labels = make_images(n, shape, seed=seed, num_classes=3)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = root / f"class_{label}" if classes else root
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(torch.from_numpy(image), str(folder / f"{index:05d}.png"))
+    return root
+
+
+def write_celeba_like(root: Path, n: int = 60) -> Path:
+    """torchvision's CelebA layout: root/celeba/img_align_celeba/*.jpg (178 × 218) and list_eval_partition.txt."""
+    from torchvision.io import write_jpeg
+
+    folder = root / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _ = make_images(n, (3, 218, 178), seed=5)
+    lines = []
+    for index, image in enumerate(images):
+        name = f"{index + 1:06d}.jpg"
+        write_jpeg(torch.from_numpy(image), str(folder / name), quality=95)
+        lines.append(f"{name} {0 if index < 0.7 * n else 1 if index < 0.8 * n else 2}")
+    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -176,6 +176,13 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
         ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
         ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
         ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),
+        (
+            {"variants": [{"model": "Autoencoder", "class_path": "ae_lightning.Autoencoder"}]},
+            "give exactly one of 'model', 'class_path' or 'config' (got ['model', 'class_path'])",
+        ),
+        ({"variants": [{"class_path": "ae_lightning.Nope"}]}, "class_path='ae_lightning.Nope' is not a variant"),
+        ({"variants": [{"config": "no/such.yaml"}]}, "config='no/such.yaml': no such file"),
+        ({"variants": [{"class_path": "ae_lightning.Autoencoder", "args": {}}]}, "'args' goes with 'model'"),
     ],
 )
 def test_bad_suites_are_one_clear_error(tmp_path, data_root, change, message):
@@ -330,3 +337,42 @@ def test_a_runs_config_yaml_refits_it_bitwise(tmp_path, data_root):
     assert original["global_step"] == again["global_step"] == 20
     for name, tensor in original["state_dict"].items():
         assert torch.equal(tensor, again["state_dict"][name]), name
+
+
+def test_variants_written_as_lightningcli_writes_models_and_dotted_overrides(tmp_path, data_root):
+    suite = suite_file(
+        tmp_path,
+        data_root,
+        [
+            {"name": "VAE", "config": str(REPO / "experiments/configs/model/vae.yaml"), "init_args": {"latent_dim": 4}},
+            {"name": "SAE", "class_path": "ae_lightning.SparseAutoencoder", "init_args": {"penalty": "topk", "k": 4}},
+        ],
+    )
+    result = cli(
+        "compare",
+        str(suite),
+        "--out",
+        str(tmp_path / "out"),
+        "--trainer.max_epochs",
+        "1",
+        "--data.noise.level=0.2",
+        "--evaluation.iw_samples",
+        "3",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resolved = json.loads((tmp_path / "out" / "suite.json").read_text())["suite"]
+    assert resolved["trainer"]["max_epochs"] == 1 and resolved["data"]["noise"]["level"] == 0.2
+    assert resolved["evaluation"]["iw_samples"] == 3
+    vae, sae = resolved["variants"]
+    # the config file's init_args, with the suite's on top
+    assert (
+        vae["model"] == "VariationalAutoencoder"
+        and vae["args"]["latent_dim"] == 4
+        and vae["args"]["kl_warmup_steps"] == 1000
+    )
+    assert sae["model"] == "SparseAutoencoder" and sae["args"] == {"penalty": "topk", "k": 4}
+    records = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["status"] for r in records] == ["done", "done"]
+    bad = cli("compare", str(suite), "--model.latent_dim", "3", cwd=tmp_path)
+    assert bad.returncode == 2 and "unrecognized argument '--model.latent_dim'" in bad.stderr

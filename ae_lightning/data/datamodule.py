@@ -188,9 +188,17 @@ class ImageDataModule(pl.LightningDataModule):
     """One data module for all variants.
 
     Args:
-        name: dataset, one of ``mnist``, ``fashion_mnist``, ``cifar10``.
+        name: dataset: ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeba`` (aligned faces, 64 × 64), or your own:
+            ``folder`` (an image folder: class sub-folders give labels, a flat folder none) or ``tensors`` (a
+            ``.npz``/``.pt`` file with uint8 ``images`` and optional ``labels``).
         root: directory in torchvision's on-disk layout (``root/MNIST/raw``, ``root/FashionMNIST/raw``,
-            ``root/cifar-10-batches-py``).
+            ``root/cifar-10-batches-py``, ``root/celeba``); for ``folder`` the image folder, for ``tensors`` the file.
+        image_size: ``folder``/``tensors``: resize (shorter side) and centre-crop every image to this square size;
+            needed when the images differ in size.
+        channels: ``folder``: 1 (grey) or 3 (RGB); default: the first image's.
+        test_root: ``folder``/``tensors``: a separate test folder or file; without it ``test_size`` images (default
+            a tenth) are held out of the data by a permutation seeded with ``seed``.
+        test_size: see ``test_root``.
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
         batch_size: samples per batch *per device* (under DDP the global batch is ``batch_size × world size``).
         val_size: images held out of the official train split for validation (0 allowed).
@@ -219,9 +227,21 @@ class ImageDataModule(pl.LightningDataModule):
         loader: str = "memory",
         num_workers: int = 2,
         shuffle_seed: int | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
+        test_root: str | None = None,
+        test_size: int | None = None,
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
+        if image_size is not None and image_size < 1:
+            raise ConfigError(f"data.image_size={image_size} must be >= 1")
+        if test_size is not None and test_size < 1:
+            raise ConfigError(f"data.test_size={test_size} must be >= 1")
+        own_data = {"image_size": image_size, "channels": channels, "test_root": test_root, "test_size": test_size}
+        unused = [key for key, value in own_data.items() if value is not None]
+        if unused and name not in ("folder", "tensors"):
+            raise ConfigError(f"data.{unused[0]} applies to data.name folder or tensors, not {name!r}")
         if batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} must be >= 1")
         if val_size < 0:
@@ -239,6 +259,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.noise, self.predict_split, self.data_on_device = noise, predict_split, data_on_device
         self.loader, self.num_workers = loader, num_workers
+        self.image_size, self.channels, self.test_root, self.test_size = image_size, channels, test_root, test_size
+        self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
@@ -247,12 +269,41 @@ class ImageDataModule(pl.LightningDataModule):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the dataset's images; linked to the model's ``input_shape`` by the CLI."""
-        return self.source.image_shape
+        """(C, H, W) of the dataset's images; linked to the model's ``input_shape`` by the CLI (for your own data it
+        is read from the data, which is then decoded once, here)."""
+        if self.source.image_shape is not None:
+            return self.source.image_shape
+        return tuple(self.own_data()[0].shape[1:])
 
     @property
     def num_classes(self) -> int:
-        return self.source.num_classes
+        """Classes of the labels; 0 for data without labels (the battery then skips the probes)."""
+        if self.source.num_classes is not None:
+            return self.source.num_classes
+        labels = self.own_data()[1]
+        return int(labels.max()) + 1 if (labels >= 0).any() else 0
+
+    def own_data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``folder``/``tensors``: (train images, labels, test images, labels), labels −1 where there are none; the
+        test part from ``test_root``, else ``test_size`` images held out by a permutation seeded with ``seed``."""
+        if self._own_data is None:
+            images, labels = sources.load_own(self.name, self.root, self.image_size, self.channels)
+            if self.test_root is not None:
+                test_images, test_labels = sources.load_own(self.name, self.test_root, self.image_size, self.channels)
+                if test_images.shape[1:] != images.shape[1:]:
+                    raise ConfigError(
+                        f"data.test_root images are {list(test_images.shape[1:])}, data.root's "
+                        f"{list(images.shape[1:])}: set data.image_size (and data.channels) so both are read alike"
+                    )
+            else:
+                test_size = self.test_size or max(1, len(images) // 10)
+                if test_size >= len(images):
+                    raise ConfigError(f"data.test_size={test_size} must be smaller than the {len(images)} images")
+                order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed + 7))
+                test_images, test_labels = images[order[:test_size]], labels[order[:test_size]]
+                images, labels = images[order[test_size:]], labels[order[test_size:]]
+            self._own_data = (images, labels, test_images, test_labels)
+        return self._own_data
 
     def prepare_data(self) -> None:
         sources.ensure_files(self.name, self.root, self.download)
@@ -260,12 +311,15 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        images, labels = sources.load_split(self.name, self.root, train=True)
+        if self.source.image_shape is None:  # your own data
+            images, labels, test_images, test_labels = self.own_data()
+        else:
+            images, labels = sources.load_split(self.name, self.root, train=True)
+            test_images, test_labels = sources.load_split(self.name, self.root, train=False)
         if self.val_size >= len(images):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
-        test_images, test_labels = sources.load_split(self.name, self.root, train=False)
         self.splits = {
             "train": Split(images[train_idx], labels[train_idx], None),
             "val": Split(images[val_idx], labels[val_idx], self._eval_corruption(images[val_idx], offset=1)),

@@ -1,6 +1,7 @@
-"""Where dataset files come from: torchvision's on-disk layout under ``root``, its downloaders, and Debian's
-``dataset-fashion-mnist`` package as an offline mirror. Everything here returns whole splits as uint8 tensors
-``[N, C, H, W]`` plus int64 labels; nothing here knows about Lightning."""
+"""Where dataset files come from: torchvision's on-disk layout under ``root``, its downloaders, Debian's
+``dataset-fashion-mnist`` package as an offline mirror, and users' own folders and tensor files (``custom.py``).
+Everything here returns whole splits as uint8 tensors ``[N, C, H, W]`` plus int64 labels (−1 where the data has
+none); nothing here knows about Lightning."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
+from ae_lightning.data import custom
 from ae_lightning.errors import ConfigError, DataNotFoundError
 from ae_lightning.files import atomic_path
 
@@ -26,12 +28,12 @@ DEBIAN_FASHION_MNIST = Path(os.environ.get("AE_LIGHTNING_DEBIAN_FASHION_MNIST", 
 @dataclass(frozen=True)
 class Source:
     name: str
-    torchvision_class: type
-    image_shape: tuple[int, int, int]
-    num_classes: int
+    torchvision_class: type | None  # its downloader; None for users' own data
+    image_shape: tuple[int, int, int] | None  # None: read from the data (folder, tensors)
+    num_classes: int | None  # 0: no labels; None: read from the data
     folder: str  # relative to root, torchvision's layout
     files: tuple[str, ...]
-    load: Callable[[Path, bool], tuple[Tensor, Tensor]]  # (root, train) -> (uint8 images, labels)
+    load: Callable[[Path, bool], tuple[Tensor, Tensor]] | None  # (root, train) -> (uint8 images, labels)
 
 
 def _load_idx(cls: type) -> Callable[[Path, bool], tuple[Tensor, Tensor]]:
@@ -85,6 +87,35 @@ SOURCES: dict[str, Source] = {
 }
 
 
+def _load_celeba(root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    images, _ = custom.load_celeba(root, train)
+    return images, torch.full((len(images),), -1, dtype=torch.long)
+
+
+SOURCES["celeba"] = Source(
+    "celeba",
+    datasets.CelebA,
+    (3, custom.CELEBA_SIZE, custom.CELEBA_SIZE),
+    0,
+    custom.CELEBA_FOLDER,
+    ("list_eval_partition.txt",),
+    _load_celeba,
+)
+SOURCES["folder"] = Source("folder", None, None, None, "", (), None)
+SOURCES["tensors"] = Source("tensors", None, None, None, "", (), None)
+
+
+def load_own(name: str, root: str | Path, image_size: int | None, channels: int | None) -> tuple[Tensor, Tensor]:
+    """A user's ``folder`` or ``tensors`` data, whole: (uint8 images, labels or −1 where it has none)."""
+    if name == "folder":
+        images, labels = custom.load_folder(root, image_size, channels)
+    else:
+        if channels is not None:
+            raise ConfigError("data.channels applies to data.name folder; a tensors file gives its own channels")
+        images, labels = custom.load_tensors(root, image_size)
+    return images, torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels
+
+
 def get_source(name: str) -> Source:
     if name not in SOURCES:
         raise ConfigError(f"data.name={name!r} is not a known dataset; allowed: {sorted(SOURCES)}")
@@ -114,6 +145,10 @@ def _install_debian_fashion_mnist(root: Path) -> bool:
 def ensure_files(name: str, root: str | Path, download: bool) -> None:
     """Make sure the dataset's files are under ``root`` (call from ``prepare_data``: it may download)."""
     source, root = get_source(name), Path(root).expanduser()
+    if source.torchvision_class is None:  # your own data: it is there or it is not
+        if not root.exists():
+            raise DataNotFoundError(f"{name}: data.root={str(root)!r} does not exist")
+        return
     if not missing_files(source, root):
         return
     if name == "fashion_mnist" and _install_debian_fashion_mnist(root) and not missing_files(source, root):
@@ -121,8 +156,11 @@ def ensure_files(name: str, root: str | Path, download: bool) -> None:
     reason = "download is off (data.download=false)"
     if download:
         try:
-            source.torchvision_class(str(root), train=True, download=True)
-            source.torchvision_class(str(root), train=False, download=True)
+            if name == "celeba":
+                source.torchvision_class(str(root), split="all", download=True)
+            else:
+                source.torchvision_class(str(root), train=True, download=True)
+                source.torchvision_class(str(root), train=False, download=True)
             return
         except Exception as err:  # network errors come in many types; all mean the same thing here
             reason = f"the download failed ({type(err).__name__}: {err})"

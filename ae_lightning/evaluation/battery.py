@@ -222,6 +222,11 @@ def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -
     return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
 
 
+def has_labels(labels: Tensor) -> bool:
+    """False for data without labels (label −1 throughout): the probes are then skipped, never failed."""
+    return bool((labels >= 0).any())
+
+
 def probe_metrics(
     train_features: Tensor,
     train_labels: Tensor,
@@ -272,7 +277,9 @@ def evaluate(
         train_labels[: settings.probe_train_samples],
     )
     test_codes = codes_of(model, test_images, settings)
-    results |= probe_metrics(codes_of(model, probe_images, settings), probe_labels, test_codes, test_labels, settings)
+    if has_labels(train_labels):  # data without labels: no probes (the report says so)
+        probe_codes = codes_of(model, probe_images, settings)
+        results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
     results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):

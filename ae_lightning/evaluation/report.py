@@ -25,6 +25,7 @@ from ae_lightning.evaluation.battery import (
     RECONSTRUCTION_KEYS,
     STRUCTURE_KEYS,
     EvaluationSettings,
+    has_labels,
     pixel_baseline,
 )
 from ae_lightning.evaluation.statistics import ALPHA, CONFIDENCE, p_value_against, probability_of_improvement, summarize
@@ -352,6 +353,8 @@ def pixel_probe_baseline(out: Path, suite: dict[str, Any]) -> dict[str, float] |
         keys = ("probe_train_samples", "probe_steps", "probe_l2_grid", "knn_neighbours")
         settings = EvaluationSettings(**{k: v for k, v in suite["evaluation"].items() if k in keys})
         train, test = datamodule.splits["train"], datamodule.splits["test"]
+        if not has_labels(train.labels):
+            return None
         baseline = pixel_baseline(train.images, train.labels, test.images, test.labels, settings)
     except Exception as err:  # the report is written all the same
         warn(f"pixel-space probe baseline not computed: {type(err).__name__}: {err}")
@@ -389,6 +392,8 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         f"{statistics_note} VAE NLL/ELBO in nats per image on binarised test images (Bernoulli likelihood).",
         "",
     ]
+    if table and not any("probe/accuracy" in row for row in table.values()):
+        lines += ["Linear and k-NN probes skipped: the data has no labels.", ""]
     baseline = pixel_probe_baseline(out, suite)
     if baseline:
         lines += [

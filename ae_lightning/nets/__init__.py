@@ -18,9 +18,10 @@ NETWORKS: dict[str, tuple[type[nn.Module], type[nn.Module], tuple[int, ...]]] = 
 
 
 def resolve_network(network: str, input_shape: Sequence[int]) -> str:
-    """``auto`` picks the MLP for single-channel images and the conv net for colour images."""
+    """``auto`` picks the MLP for small single-channel images (up to 32 × 32: MNIST-like) and the conv net for
+    colour or larger images (CIFAR-10, 64 × 64 faces, your own)."""
     if network == "auto":
-        return "mlp" if input_shape[0] == 1 else "conv"
+        return "mlp" if input_shape[0] == 1 and input_shape[1] * input_shape[2] <= 32 * 32 else "conv"
     if network not in NETWORKS:
         raise ConfigError(f"model.network={network!r} is not a known network; allowed: ['auto', *{sorted(NETWORKS)}]")
     return network
@@ -40,6 +41,12 @@ def build_networks(
     hidden = tuple(default_hidden if hidden_dims is None else hidden_dims)
     if encoder_class is ConvEncoder and not hidden:
         raise ConfigError("model.hidden_dims=[] is not allowed for the conv network: it needs at least one stage")
+    if encoder_class is ConvEncoder and min(input_shape[1:]) < 2 ** len(hidden):
+        raise ConfigError(
+            f"the conv network's {len(hidden)} stride-2 stages need images of at least {2 ** len(hidden)} pixels a "
+            f"side; these are {input_shape[1]}×{input_shape[2]}: set data.image_size >= {2 ** len(hidden)}, fewer "
+            "model.hidden_dims, or model.network mlp"
+        )
     encoder = encoder_class(input_shape, hidden, code_dim, input_dropout=input_dropout, hidden_dropout=hidden_dropout)
     decoder = decoder_class(latent_dim, hidden, input_shape, hidden_dropout=hidden_dropout)
     return encoder, decoder

@@ -1,0 +1,186 @@
+"""Users' own data: an image folder, a tensors file and CelebA's layout, through the data module, the networks and
+whole suites; and every bad input with one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ae_lightning import Autoencoder, ImageDataModule
+from ae_lightning.errors import ConfigError, DataNotFoundError
+
+from conftest import write_small_suite
+from datasets import make_images, write_celeba_like, write_image_folder
+from test_cli import cli
+
+
+def datamodule(name: str, root, **kwargs) -> ImageDataModule:
+    dm = ImageDataModule(name=name, root=str(root), download=False, val_size=10, batch_size=16, **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_image_folder_with_classes_resized_cached_and_invalidated(tmp_path):
+    root = write_image_folder(tmp_path / "pngs", 60, (1, 20, 24))
+    dm = datamodule("folder", root, image_size=16)
+    assert dm.image_shape == (1, 16, 16) and dm.num_classes == 3
+    total = sum(len(dm.splits[s].labels) for s in ("train", "val", "test"))
+    assert total == 60 and len(dm.splits["test"].labels) == 6  # a tenth held out by default
+    assert sorted(set(dm.splits["train"].labels.tolist())) == [0, 1, 2]  # class_0, class_1, class_2
+    (cache,) = (root / ".ae_lightning_cache").glob("*.pt")
+    again = datamodule("folder", root, image_size=16)
+    assert torch.equal(again.splits["train"].images, dm.splits["train"].images)
+    # a changed folder is decoded again: a new cache entry
+    victim = next((root / "class_0").glob("*.png"))
+    victim.write_bytes(victim.read_bytes())
+    os.utime(victim, ns=(1, 1))
+    datamodule("folder", root, image_size=16)
+    assert len(list((root / ".ae_lightning_cache").glob("*.pt"))) == 2 and cache.is_file()
+
+
+def test_flat_folder_has_no_labels_and_rgb_conversion(tmp_path):
+    root = write_image_folder(tmp_path / "flat", 30, (1, 16, 16), classes=False)
+    dm = datamodule("folder", root, channels=3, test_size=5)
+    assert dm.image_shape == (3, 16, 16) and dm.num_classes == 0
+    assert (dm.splits["train"].labels == -1).all() and len(dm.splits["test"].labels) == 5
+
+
+def test_tensors_npz_and_pt_in_every_layout(tmp_path):
+    images, labels = make_images(40, (3, 12, 12), seed=1)
+    np.savez(tmp_path / "nhwc.npz", images=images.transpose(0, 2, 3, 1), labels=labels)
+    dm = datamodule("tensors", tmp_path / "nhwc.npz")
+    assert dm.image_shape == (3, 12, 12) and dm.num_classes == int(labels.max()) + 1
+    torch.save({"images": torch.from_numpy(images)}, tmp_path / "nchw.pt")
+    assert datamodule("tensors", tmp_path / "nchw.pt").num_classes == 0
+    np.savez(tmp_path / "grey.npz", images=images[:, 0])
+    np.savez(tmp_path / "test.npz", images=images[:8, 0])
+    dm = datamodule("tensors", tmp_path / "grey.npz", test_root=str(tmp_path / "test.npz"), image_size=8)
+    assert dm.image_shape == (1, 8, 8) and len(dm.splits["test"].labels) == 8
+
+
+def test_celeba_layout_is_cropped_to_64_faces(tmp_path):
+    root = write_celeba_like(tmp_path / "data", n=60)
+    dm = datamodule("celeba", root)
+    assert dm.image_shape == (3, 64, 64) and dm.splits["train"].images.shape[1:] == (3, 64, 64)
+    assert len(dm.splits["train"].labels) + len(dm.splits["val"].labels) == 48  # partitions 0 and 1
+    assert len(dm.splits["test"].labels) == 12 and dm.num_classes == 0
+    model = Autoencoder(input_shape=dm.image_shape)
+    assert model(dm.splits["test"].images[:2].float() / 255).shape == (2, 3, 64, 64)  # the conv net takes 64 × 64
+
+
+def bad(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **content)
+    return path
+
+
+def mixed_sizes(folder):
+    from torchvision.io import write_png
+
+    write_image_folder(folder, 3, (1, 8, 8), classes=False)
+    write_png(torch.zeros(1, 9, 9, dtype=torch.uint8), str(folder / "zz.png"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, error, message",
+    [
+        (lambda p: p.mkdir() or p, {}, ConfigError, "folder: no images in"),
+        (
+            lambda p: write_image_folder(p, 4, (1, 8, 8)) and (p / "class_0" / "x.png").write_bytes(b"no png") and p,
+            {},
+            ConfigError,
+            "cannot read image",
+        ),
+        (mixed_sizes, {}, ConfigError, "images of different sizes .* and no data.image_size: set data.image_size"),
+        (
+            lambda p: write_image_folder(p, 3, (1, 8, 8)),
+            {"channels": 2},
+            ConfigError,
+            "data.channels=2 is not supported",
+        ),
+        (lambda p: p, {}, DataNotFoundError, "folder: data.root=.* does not exist"),
+    ],
+    ids=["empty", "unreadable", "mixed-sizes", "channels", "missing"],
+)
+def test_bad_folders(tmp_path, make, kwargs, error, message):
+    root = make(tmp_path / "folder")
+    with pytest.raises(error, match=message):
+        datamodule("folder", root, **kwargs)
+
+
+def test_bad_tensor_files_and_options(tmp_path):
+    images = np.zeros((5, 8, 8), dtype=np.uint8)
+    with pytest.raises(ConfigError, match=r"has no 'images' \(it holds \['pictures'\]\)"):
+        datamodule("tensors", bad(tmp_path, {"pictures": images}))
+    with pytest.raises(ConfigError, match="has 5 images but 4 labels"):
+        datamodule("tensors", bad(tmp_path, {"images": images, "labels": np.zeros(4)}))
+    with pytest.raises(ConfigError, match="images must be uint8"):
+        datamodule("tensors", bad(tmp_path, {"images": images.astype(np.float32)}))
+    with pytest.raises(ConfigError, match="data.image_size applies to data.name folder or tensors, not 'mnist'"):
+        ImageDataModule(name="mnist", image_size=32)
+    with pytest.raises(ConfigError, match="allowed: .*'celeba'.*'folder'.*'tensors'"):
+        ImageDataModule(name="svhn")
+    # an image size the conv net cannot take: 3 stride-2 stages need 8 pixels a side
+    with pytest.raises(
+        ConfigError, match="need images of at least 8 pixels a side; these are 4×4: set data.image_size"
+    ):
+        Autoencoder(input_shape=(3, 4, 4))
+
+
+def own_data_suite(tmp_path, data: dict, variants: list[dict], name: str):
+    suite = write_small_suite(tmp_path / f"{name}.yaml", tmp_path, name, variants, 1, "disabled", data=data)
+    result = cli("compare", str(suite), "--out", str(tmp_path / name), cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = json.loads((tmp_path / name / "summary.json").read_text())
+    assert all(r["status"] == "done" for r in records), records
+    return records, (tmp_path / name / "report.md").read_text()
+
+
+def test_a_folder_of_pngs_through_a_suite(tmp_path):
+    root = write_image_folder(tmp_path / "pngs", 120, (1, 28, 28))
+    data = {
+        "name": "folder",
+        "root": str(root),
+        "val_size": 20,
+        "batch_size": 20,
+        "noise": {"kind": "masking", "level": 0.2},
+    }
+    records, report = own_data_suite(tmp_path, data, [{"model": "Autoencoder"}, {"model": "DenoisingAutoencoder"}], "f")
+    assert all("probe/accuracy" in r["metrics"] for r in records)  # class folders are labels
+
+
+ALL_SIX = [
+    {"model": "Autoencoder"},
+    {"model": "DenoisingAutoencoder"},
+    {"model": "SparseAutoencoder"},
+    {"model": "DropoutAutoencoder"},
+    {"model": "ContractiveAutoencoder"},
+    {"model": "VariationalAutoencoder"},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "tensors", "celeba"])
+def test_every_variant_through_a_suite_on_own_data(kind, tmp_path):
+    if kind == "folder":
+        data = {"name": "folder", "root": str(write_image_folder(tmp_path / "pngs", 120, (1, 28, 28)))}
+    elif kind == "tensors":
+        images, _ = make_images(120, (1, 28, 28), seed=2)
+        np.savez(tmp_path / "images.npz", images=images[:, 0])  # no labels
+        data = {"name": "tensors", "root": str(tmp_path / "images.npz")}
+    else:
+        data = {"name": "celeba", "root": str(write_celeba_like(tmp_path / "data", n=100))}
+    data |= {"val_size": 10, "batch_size": 20, "download": False, "noise": {"kind": "gaussian", "level": 0.2}}
+    records, report = own_data_suite(tmp_path, data, ALL_SIX, kind)
+    assert len(records) == 6
+    for record in records:
+        assert all(np.isfinite(v) for v in record["metrics"].values())
+    if kind != "folder":  # no labels: no probes, one line in the report, no failure
+        assert all("probe/accuracy" not in r["metrics"] for r in records)
+        assert "Linear and k-NN probes skipped: the data has no labels." in report
