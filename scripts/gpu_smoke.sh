@@ -14,7 +14,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 VENV=${VENV:-.venv}
-PYTHON="$VENV/bin/python"
+PYTHON=${PYTHON:-$VENV/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3  # ae-lightning installed another way (a container's system Python)
 OUT=${1:-results/gpu_smoke}
 DATA_ROOT=${DATA_ROOT:-data}
 
