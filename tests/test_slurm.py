@@ -146,6 +146,29 @@ def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
     assert "| AE |" in (out / "report.md").read_text() and (out / "metrics.png").is_file()
 
 
+def submit_once_checkpointed(env: dict, tmp_path: Path, sbatch: list[str], args: list[str]) -> str:
+    """Submit run.sbatch and return its job id once the run has written a checkpoint (so there is a step to lose)."""
+    job = submit(env, tmp_path, *sbatch, str(SLURM / "run.sbatch"), *args)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline and in_queue(env, job), "no checkpoint before the job ended"
+        time.sleep(0.2)
+    return job
+
+
+def requeued_and_finished(env: dict, tmp_path: Path, job: str, final_step: int) -> int:
+    """After SIGUSR1: the job was requeued once by Lightning, resumed from its hpc checkpoint and ended at the final
+    step of an uninterrupted run. Returns the step the hpc checkpoint was taken at."""
+    wait_gone(env, job, timeout=900)
+    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
+    assert "(restart 1)" in output, output[-4000:]  # requeued once by Lightning on SIGUSR1
+    hpc = list((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
+    assert len(hpc) == 1, f"Lightning saved {len(hpc)} checkpoints on SIGUSR1"
+    assert "Restored all states from the checkpoint" in output
+    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == final_step  # as an uninterrupted run
+    return torch.load(hpc[0], weights_only=True)["global_step"]
+
+
 def test_preemption_requeues_and_resumes_to_the_same_final_step(cluster, data_root, tmp_path):
     env = {**cluster, "RUN_DIR": str(tmp_path / "run")}
     epochs = 60
@@ -160,23 +183,12 @@ def test_preemption_requeues_and_resumes_to_the_same_final_step(cluster, data_ro
         "--resume_checkpoint.every_n_train_steps",
         "20",
     )
-    job = submit(env, tmp_path, "--cpus-per-task", "2", str(SLURM / "run.sbatch"), *args)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt")):
-        assert time.monotonic() < deadline and in_queue(env, job), "no checkpoint before the job ended"
-        time.sleep(0.2)
+    job = submit_once_checkpointed(env, tmp_path, ["--cpus-per-task", "2"], args)
     time.sleep(1.0)
     signalled = subprocess.run(["scancel", "--signal=USR1", job], env=env, capture_output=True, text=True)
     assert signalled.returncode == 0, signalled.stderr
-    wait_gone(env, job, timeout=900)
-    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
-    assert "(restart 1)" in output, output[-4000:]  # requeued once by Lightning on SIGUSR1
-    hpc = list((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
-    assert hpc, "Lightning saved no checkpoint on SIGUSR1"
-    interrupted_at = torch.load(hpc[0], weights_only=True)["global_step"]
+    interrupted_at = requeued_and_finished(env, tmp_path, job, final_step=epochs * 10)
     assert 0 < interrupted_at < epochs * 10
-    assert "Restored all states from the checkpoint" in output
-    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == epochs * 10  # as an uninterrupted run
 
 
 def task_pids(env: dict, job: str) -> dict[int, int]:
@@ -210,19 +222,9 @@ def test_preemption_signal_to_one_ddp_rank_checkpoints_every_rank_at_one_step(cl
         "--resume_checkpoint.signal_sync_every_n_steps",
         "5",
     )
-    job = submit(env, tmp_path, "--ntasks-per-node", "2", "--cpus-per-task", "1", str(SLURM / "run.sbatch"), *args)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt")):
-        assert time.monotonic() < deadline and in_queue(env, job), "no checkpoint before the job ended"
-        time.sleep(0.2)
+    job = submit_once_checkpointed(env, tmp_path, ["--ntasks-per-node", "2", "--cpus-per-task", "1"], args)
     pids = task_pids(env, job)
     assert set(pids) == {0, 1}, pids
     os.kill(pids[1], signal.SIGUSR1)  # rank 1 alone
-    wait_gone(env, job, timeout=900)
-    output = (tmp_path / f"slurm-ae-lightning-{job}.out").read_text()
-    assert "(restart 1)" in output, output[-4000:]  # requeued once, by rank 0's handler
-    (hpc,) = (tmp_path / "run").glob("hpc_ckpt_*.ckpt")
-    interrupted_at = torch.load(hpc, weights_only=True)["global_step"]
+    interrupted_at = requeued_and_finished(env, tmp_path, job, final_step=epochs * 10)
     assert 0 < interrupted_at < epochs * 10 and interrupted_at % 5 == 0  # at an agreed step
-    assert "Restored all states from the checkpoint" in output
-    assert newest_last_checkpoint(tmp_path / "run")["global_step"] == epochs * 10  # as an uninterrupted run
