@@ -15,7 +15,7 @@ from ae_lightning.evaluation.battery import (
     reconstruction_metrics,
     vae_metrics,
 )
-from ae_lightning.variants.vae import gaussian_nll
+from ae_lightning.variants.vae import gaussian_nll, kl_to_standard_normal
 
 
 def test_linear_probe_separable_vs_random_labels():
@@ -169,3 +169,21 @@ def test_active_units_count_the_units_whose_mean_moves_with_x():
     metrics = vae_metrics(model, images, EvaluationSettings(iw_samples=10))
     assert metrics["test/active_units"] == 2.0
     assert metrics["test/nll_iw"] > 0 and metrics["test/elbo"] < 0
+
+
+def test_vae_nats_are_computed_on_the_images_as_given():
+    # No thresholding inside the battery: grey images are scored as grey, binary ones as binary.
+    torch.manual_seed(0)
+    model = VariationalAutoencoder(latent_dim=4, hidden_dims=[32])
+    model.eval()
+    images = (torch.rand(8, 1, 28, 28) * 255).to(torch.uint8)
+    settings = EvaluationSettings(iw_samples=1, batch_size=100)
+    torch.manual_seed(1)
+    metrics = vae_metrics(model, images, settings)
+    torch.manual_seed(1)
+    x = images.float() / 255
+    with torch.no_grad():
+        mu, logvar = model.posterior(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        elbo = -model.negative_log_likelihood(model.decoder(z), x) - kl_to_standard_normal(mu, logvar)
+    assert abs(metrics["test/elbo"] - elbo.mean().item()) < 1e-4

@@ -251,3 +251,27 @@ def test_partial_copy_never_left_under_final_name(tmp_path, monkeypatch):
     assert not (raw / "t10k-labels-idx1-ubyte").exists()
     assert not (raw / "t10k-labels-idx1-ubyte.partial").exists()  # the failed write cleaned up after itself
     shutil.rmtree(raw)
+
+
+def test_binarize_gives_the_data_each_protocol_promises(data_root):
+    grey = make_dm(data_root)
+    static, again = make_dm(data_root, binarize="static"), make_dm(data_root, binarize="static")
+    for split in ("train", "val", "test"):
+        images = static.splits[split].images
+        assert set(images.unique().tolist()) <= {0, 255}, split
+        assert torch.equal(images, again.splits[split].images), split  # one fixed draw, the same every time
+        # pixel ~ Bernoulli(x): the binary images' mean is the grey images' mean
+        assert abs(images.float().mean() - grey.splits[split].images.float().mean()) / 255 < 0.01
+    threshold = make_dm(data_root, binarize="threshold").splits["test"].images
+    assert torch.equal(threshold, (grey.splits["test"].images > 127.5).to(torch.uint8) * 255)
+    assert not torch.equal(threshold, static.splits["test"].images)
+    dynamic = make_dm(data_root, binarize="dynamic")
+    assert torch.equal(dynamic.splits["train"].images, grey.splits["train"].images)  # drawn per step instead
+    assert torch.equal(dynamic.splits["test"].images, static.splits["test"].images)  # evaluation: a fixed draw
+    raw = next(iter(dynamic.train_dataloader()))
+    first, second = dynamic.finish_batch(raw, training=True), dynamic.finish_batch(raw, training=True)
+    assert set(first.clean.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first.clean, second.clean)
+    assert torch.equal(dynamic.finish_batch(raw).clean, raw.clean.float() / 255)  # not training: untouched
+    assert torch.equal(grey.splits["train"].images, make_dm(data_root, binarize="none").splits["train"].images)
+    with pytest.raises(ConfigError, match=r"data.binarize='yes' is not known; allowed: \['none', 'static'"):
+        ImageDataModule(binarize="yes")

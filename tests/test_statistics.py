@@ -110,3 +110,24 @@ def test_one_seed_report_says_it_cannot_separate_variants(tmp_path, data_root):
     header = "Probes on raw pixels, for comparison with the codes' (same probes, same images): linear"
     assert f"{header} {baseline['probe/accuracy']:.4g}" in report
     assert json.loads((tmp_path / "out" / "aggregate.json").read_text())["Autoencoder"]["test/mse"]["ci_low"] is None
+
+
+def test_report_states_the_likelihood_protocol_next_to_the_nats():
+    from ae_lightning.evaluation.report import likelihood_protocol
+
+    suite = {
+        "data": {"binarize": "static"},
+        "evaluation": {"iw_samples": 5000},
+        "variants": [
+            {"name": "AE", "model": "Autoencoder"},
+            {"name": "VAE", "model": "VariationalAutoencoder"},
+            {"name": "VAE-grey", "model": "VariationalAutoencoder", "data": {"binarize": "none"}},
+            {"name": "VAE-gauss", "model": "VariationalAutoencoder", "args": {"likelihood": "gaussian"}},
+        ],
+    }
+    text = likelihood_protocol(suite)
+    assert text.startswith("VAE ELBO and IW-NLL (k = 5000) in nats per test image")
+    assert "VAE: Bernoulli likelihood on static-binarised images" in text
+    assert "VAE-grey: Bernoulli likelihood on grey-level images (not binarised: not comparable" in text
+    assert "VAE-gauss: Gaussian likelihood on grey-level images" in text and "AE:" not in text
+    assert likelihood_protocol({**suite, "variants": suite["variants"][:1]}) == ""  # no VAE, nothing claimed

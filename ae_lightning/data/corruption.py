@@ -64,3 +64,20 @@ class Noise:
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return CORRUPTIONS[self.kind](x, self.level, generator=generator)
+
+
+# --- binarisation (the VAE likelihood papers' protocols) --------------------------------------------------------
+BINARIZE_MODES = ("none", "static", "threshold", "dynamic")
+
+
+def sample_binary(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each pixel 1 with probability x (x in [0, 1]), else 0: Larochelle & Murray's stochastic binarisation."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def binarize_images(images: Tensor, mode: str, generator: torch.Generator) -> Tensor:
+    """uint8 images binarised once, as uint8 0/255: ``static`` (and ``dynamic``'s fixed evaluation draw) samples
+    pixel ~ Bernoulli(x) from ``generator``; ``threshold`` keeps x > 0.5."""
+    x = images.float().div_(255)
+    binary = (x > 0.5).float() if mode == "threshold" else sample_binary(x, generator)
+    return binary.mul_(255).to(torch.uint8)

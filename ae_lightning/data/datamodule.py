@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ae_lightning.data import sources
-from ae_lightning.data.corruption import Noise
+from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
 from ae_lightning.errors import ConfigError
 
 
@@ -199,6 +199,10 @@ class ImageDataModule(pl.LightningDataModule):
         test_root: ``folder``/``tensors``: a separate test folder or file; without it ``test_size`` images (default
             a tenth) are held out of the data by a permutation seeded with ``seed``.
         test_size: see ``test_root``.
+        binarize: ``none`` (grey levels, as stored); ``static``: every image binarised once, pixel ~ Bernoulli(x),
+            drawn per split from a generator seeded by ``seed`` and kept (Larochelle & Murray's fixed binarisation);
+            ``threshold``: x > 0.5, once; ``dynamic``: a fresh Bernoulli draw every training step (Burda et al.),
+            validation and test at a fixed draw. Every metric, the VAE's nats included, is computed on that data.
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
         batch_size: samples per batch *per device* (under DDP the global batch is ``batch_size × world size``).
         val_size: images held out of the official train split for validation (0 allowed).
@@ -231,9 +235,12 @@ class ImageDataModule(pl.LightningDataModule):
         channels: int | None = None,
         test_root: str | None = None,
         test_size: int | None = None,
+        binarize: str = "none",
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
+        if binarize not in BINARIZE_MODES:
+            raise ConfigError(f"data.binarize={binarize!r} is not known; allowed: {list(BINARIZE_MODES)}")
         if image_size is not None and image_size < 1:
             raise ConfigError(f"data.image_size={image_size} must be >= 1")
         if test_size is not None and test_size < 1:
@@ -260,6 +267,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.noise, self.predict_split, self.data_on_device = noise, predict_split, data_on_device
         self.loader, self.num_workers = loader, num_workers
         self.image_size, self.channels, self.test_root, self.test_size = image_size, channels, test_root, test_size
+        self.binarize = binarize
         self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
         self._train_loader: InMemoryLoader | None = None
@@ -320,11 +328,21 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        train_images = self._binarized(images[train_idx], offset=3, fixed=self.binarize != "dynamic")
+        val_images = self._binarized(images[val_idx], offset=4)
+        test_images = self._binarized(test_images, offset=5)
         self.splits = {
-            "train": Split(images[train_idx], labels[train_idx], None),
-            "val": Split(images[val_idx], labels[val_idx], self._eval_corruption(images[val_idx], offset=1)),
+            "train": Split(train_images, labels[train_idx], None),
+            "val": Split(val_images, labels[val_idx], self._eval_corruption(val_images, offset=1)),
             "test": Split(test_images, test_labels, self._eval_corruption(test_images, offset=2)),
         }
+
+    def _binarized(self, images: Tensor, offset: int, fixed: bool = True) -> Tensor:
+        """The split as the chosen protocol has it: binarised once here, or (dynamic training) left grey for
+        a fresh draw every step."""
+        if self.binarize == "none" or not fixed:
+            return images
+        return binarize_images(images, self.binarize, torch.Generator().manual_seed(self.seed * 1000 + offset))
 
     def _eval_corruption(self, images: Tensor, offset: int) -> Tensor | None:
         if self.noise is None:
@@ -364,14 +382,17 @@ class ImageDataModule(pl.LightningDataModule):
         return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in batch))
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+        training = self.trainer is not None and self.trainer.training
+        if training and self._train_loader is not None:
             self._train_loader.consumed += 1  # this batch reaches the model now (see InMemoryLoader)
-        return self.finish_batch(batch)
+        return self.finish_batch(batch, training)
 
-    def finish_batch(self, batch: Batch) -> Batch:
-        """uint8 → float in [0, 1] and, where no fixed corruption came with the batch, fresh corruption, on the
-        batch's device."""
+    def finish_batch(self, batch: Batch, training: bool = False) -> Batch:
+        """uint8 → float in [0, 1], a fresh binary draw for ``binarize: dynamic`` training and, where no fixed
+        corruption came with the batch, fresh corruption, on the batch's device."""
         clean = batch.clean.float().div_(255) if batch.clean.dtype == torch.uint8 else batch.clean
+        if training and self.binarize == "dynamic":
+            clean = sample_binary(clean)
         noisy = batch.noisy
         if noisy is None:
             noisy = self.noise(clean) if self.noise is not None else clean

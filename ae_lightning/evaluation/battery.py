@@ -12,7 +12,10 @@ Keys (a public contract: W&B panels and the report use them):
     test/jacobian_fro                              mean over test images of ‖∂g(x)/∂x‖_F, the Frobenius norm (not
                                                    squared; the CAE's training penalty is λ·mean ‖J‖²_F), exact
     test/code_sparsity                             fraction of code units with |z| < 1e-3 (sigmoid codes: z < 0.05)
-    test/elbo, test/nll_iw, test/active_units      VAE only (nats; Bernoulli likelihoods on binarised x > 0.5)
+    test/elbo, test/nll_iw, test/active_units      VAE only: nats per image, on the test images exactly as the model
+                                                   trained on them (data.binarize: binary for static, threshold and
+                                                   dynamic — a real probability under a Bernoulli likelihood; grey
+                                                   levels for none)
 
 The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
 collectives, and needs no Trainer.
@@ -185,21 +188,18 @@ def mean_jacobian_frobenius(model: AutoencoderBase, images: Tensor, settings: Ev
 def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
     """ELBO and Burda et al.'s importance-weighted NLL estimate (nats per image) and active units.
 
-    With a Bernoulli likelihood both are computed on binarised images (x > 0.5), where the likelihood is a real
-    probability; with a Gaussian likelihood on the continuous images.
+    Computed on ``images`` as given — the test split as the data module prepared it, binarised or not by
+    ``data.binarize`` — so the nats are of the data the model was trained and validated on.
     """
-    binarise = model.likelihood == "bernoulli"
     elbos, nlls, means = [], [], []
     iw_images = images[: settings.iw_images]
     for x in batches(images, settings.batch_size, model.device):
-        x = (x > 0.5).float() if binarise else x
         mu, logvar = model.posterior(x)
         means.append(mu)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         elbo = -model.negative_log_likelihood(model.decoder(z), x) - kl_to_standard_normal(mu, logvar)
         elbos.append(elbo)
     for x in batches(iw_images, max(1, settings.batch_size // 50), model.device):
-        x = (x > 0.5).float() if binarise else x
         nlls.append(-importance_weighted_log_likelihood(model, x, settings.iw_samples))
     active = torch.cat(means).var(dim=0) > 0.01
     return {

@@ -324,6 +324,26 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
     return written
 
 
+def likelihood_protocol(suite: dict[str, Any]) -> str:
+    """How the VAE's nats were measured, stated next to them: binarisation, likelihood, k."""
+    vaes = [v for v in suite["variants"] if hasattr(VARIANTS.get(v["model"]), "posterior")]
+    if not vaes:
+        return ""
+    k = suite["evaluation"].get("iw_samples", EvaluationSettings.iw_samples)
+    parts = []
+    for variant in vaes:
+        binarize = {**suite["data"], **(variant.get("data") or {})}.get("binarize", "none")
+        likelihood = (variant.get("args") or {}).get("likelihood", "bernoulli")
+        if likelihood == "gaussian":
+            what = "Gaussian likelihood on grey-level images (not comparable with binarised-data nats)"
+        elif binarize == "none":
+            what = "Bernoulli likelihood on grey-level images (not binarised: not comparable with papers' nats)"
+        else:
+            what = f"Bernoulli likelihood on {binarize}-binarised images"
+        parts.append(f"{variant['name']}: {what}")
+    return f"VAE ELBO and IW-NLL (k = {k}) in nats per test image — " + "; ".join(parts) + "."
+
+
 def settings_knn(suite: dict[str, Any]) -> int:
     return suite["evaluation"].get("knn_neighbours", EvaluationSettings.knn_neighbours)
 
@@ -389,7 +409,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         "",
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{suite['trainer'].get('max_epochs', '?')} epochs; evaluation corruption {noise['kind']} {noise['level']}. "
-        f"{statistics_note} VAE NLL/ELBO in nats per image on binarised test images (Bernoulli likelihood).",
+        f"{statistics_note} {likelihood_protocol(suite)}",
         "",
     ]
     if table and not any("probe/accuracy" in row for row in table.values()):
