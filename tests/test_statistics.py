@@ -129,5 +129,5 @@ def test_report_states_the_likelihood_protocol_next_to_the_nats():
     assert text.startswith("VAE ELBO and IW-NLL (k = 5000) in nats per test image")
     assert "VAE: Bernoulli likelihood on static-binarised images" in text
     assert "VAE-grey: Bernoulli likelihood on grey-level images (not binarised: not comparable" in text
-    assert "VAE-gauss: Gaussian likelihood on grey-level images" in text and "AE:" not in text
+    assert "VAE-gauss: Gaussian likelihood on grey-level images" in text and " AE:" not in text
     assert likelihood_protocol({**suite, "variants": suite["variants"][:1]}) == ""  # no VAE, nothing claimed
