@@ -151,6 +151,12 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cache_dir_of(datamodule: ImageDataModule) -> Path:
+    """Beside the data: ``<data dir>/.ae_lightning_cache`` (a tensors file's folder for ``tensors``)."""
+    root = Path(datamodule.root).expanduser()
+    return (root if root.is_dir() else root.parent) / ".ae_lightning_cache"
+
+
 def leave_process_group() -> None:
     """After a DDP fit every rank leaves the process group, so the battery that rank 0 then runs alone cannot wait
     on a collective (torchmetrics' ``compute()`` gathers from every rank while a group exists; the other ranks have
@@ -215,7 +221,13 @@ def run(run_dir: Path) -> dict[str, Any]:
     model.to(device)
     splits = datamodule.splits
     metrics |= evaluate(
-        model, splits["train"].images, splits["train"].labels, splits["test"].images, splits["test"].labels, settings
+        model,
+        splits["train"].images,
+        splits["train"].labels,
+        splits["test"].images,
+        splits["test"].labels,
+        settings,
+        classifier_cache=cache_dir_of(datamodule),
     )
     save_examples(model, datamodule, settings, run_dir / "examples.pt")
     if wandb_logger is not None and not wandb_logger.failed:

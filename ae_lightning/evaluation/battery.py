@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,9 @@ from torch import Tensor
 from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ae_lightning.data.corruption import Noise
+from ae_lightning.evaluation.generative import domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
-from ae_lightning.variants.base import HasPosterior
+from ae_lightning.variants.base import HasPosterior, Samples
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
 from ae_lightning.variants.vae import kl_to_standard_normal
 
@@ -49,7 +51,8 @@ RECONSTRUCTION_KEYS = (
     "probe/knn_accuracy",
 )
 STRUCTURE_KEYS = ("test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units")
-BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS
+GENERATIVE_KEYS = ("gen/fd_domain", "gen/fid_inception")
+BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS + GENERATIVE_KEYS
 
 
 @dataclass
@@ -67,6 +70,8 @@ class EvaluationSettings:
     iw_samples: int = 1000  # k importance samples per image for test/nll_iw
     iw_images: int | None = None
     device: str | None = None  # where the battery runs; None: the device the run trained on
+    gen_samples: int = 5000  # prior samples (and test images) the Fréchet distances compare: they move with it
+    fid_inception: bool = True  # try torchmetrics' Inception FID (skipped with one line where it cannot run)
 
 
 def batches(images: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
@@ -265,8 +270,10 @@ def evaluate(
     test_images: Tensor,
     test_labels: Tensor,
     settings: EvaluationSettings,
+    classifier_cache: Path | None = None,
 ) -> dict[str, float]:
-    """Every battery metric that applies to ``model`` (the VAE keys only for VAEs)."""
+    """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
+    that sample, with the domain classifier cached in ``classifier_cache``)."""
     model.eval()
     generator = torch.Generator().manual_seed(settings.noise_seed)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
@@ -284,4 +291,34 @@ def evaluate(
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):
         results |= vae_metrics(model, test_images, settings)
+    if isinstance(model, Samples) and classifier_cache is not None:
+        results |= generative_metrics(
+            model, train_images, train_labels, test_images, test_labels, settings, classifier_cache
+        )
+    return results
+
+
+@torch.no_grad()
+def generative_metrics(
+    model: Samples,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    settings: EvaluationSettings,
+    classifier_cache: Path,
+) -> dict[str, float]:
+    """gen/fd_domain (and gen/fid_inception where it can run) of ``gen_samples`` prior samples against as many
+    test images; gen/classifier_accuracy is the domain classifier's test accuracy. Nothing without labels (the
+    classifier needs them)."""
+    if not has_labels(train_labels):
+        return {}
+    classifier, accuracy = domain_classifier(train_images, train_labels, test_images, test_labels, classifier_cache)
+    real = test_images[: settings.gen_samples].to(model.device).float() / 255
+    fake = torch.cat([model.sample(len(chunk)) for chunk in real.split(settings.batch_size)])
+    results = {"gen/fd_domain": frechet_distance(real, fake, classifier), "gen/classifier_accuracy": accuracy}
+    if settings.fid_inception:
+        fid = inception_fid(real, fake)
+        if fid is not None:
+            results["gen/fid_inception"] = fid
     return results

@@ -22,6 +22,7 @@ from torchvision.utils import make_grid
 from ae_lightning.data import ImageDataModule
 from ae_lightning.evaluation.battery import (
     BATTERY_KEYS,
+    GENERATIVE_KEYS,
     RECONSTRUCTION_KEYS,
     STRUCTURE_KEYS,
     EvaluationSettings,
@@ -45,7 +46,15 @@ HIGHER_IS_BETTER = {
     "test/elbo",
     "fit/samples_per_s",
 }
-LOWER_IS_BETTER = {"test/mse", "test/noisy_mse", "test/nll_iw", "fit/seconds", "fit/peak_mem_mb"}
+LOWER_IS_BETTER = {
+    "test/mse",
+    "test/noisy_mse",
+    "test/nll_iw",
+    "gen/fd_domain",
+    "gen/fid_inception",
+    "fit/seconds",
+    "fit/peak_mem_mb",
+}
 # test/jacobian_fro, test/code_sparsity and test/active_units describe a model; no value of them is "best".
 
 
@@ -344,6 +353,18 @@ def likelihood_protocol(suite: dict[str, Any]) -> str:
     return f"VAE ELBO and IW-NLL (k = {k}) in nats per test image — " + "; ".join(parts) + "."
 
 
+def generative_protocol(suite: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    samples = suite["evaluation"].get("gen_samples", EvaluationSettings.gen_samples)
+    accuracies = {r["metrics"]["gen/classifier_accuracy"] for r in records if "gen/classifier_accuracy" in r["metrics"]}
+    accuracy = f" (its test accuracy {min(accuracies):.4g})" if accuracies else ""
+    return (
+        f"Fréchet distances between {samples} prior samples and {samples} test images (they move with the number "
+        f"of samples: compare at equal numbers). gen/fd_domain: in the 128-d features of a classifier trained by "
+        f"ae-lightning on this dataset's training split{accuracy}; gen/fid_inception: torchmetrics' Inception FID, "
+        "where its weights could be had."
+    )
+
+
 def settings_knn(suite: dict[str, Any]) -> int:
     return suite["evaluation"].get("knn_neighbours", EvaluationSettings.knn_neighbours)
 
@@ -351,11 +372,13 @@ def settings_knn(suite: dict[str, Any]) -> int:
 HEADLINE_METRICS = {  # section: the metrics whose pairwise probability of improvement the report tabulates
     "Reconstruction, denoising, linear probe": ("test/mse", "test/noisy_psnr", "probe/accuracy"),
     "Structure of the code": ("test/nll_iw",),
+    "Generative quality": ("gen/fd_domain",),
     "Cost of the fit": ("fit/samples_per_s",),
 }
 SECTION_KEYS = {
     "Reconstruction, denoising, linear probe": RECONSTRUCTION_KEYS,
     "Structure of the code": STRUCTURE_KEYS,
+    "Generative quality": GENERATIVE_KEYS,
     "Cost of the fit": FIT_KEYS,
 }
 
@@ -423,7 +446,11 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             "",
         ]
     for section, keys in SECTION_KEYS.items():
+        if not any(key in row for key in keys for row in table.values()):
+            continue  # e.g. no variant samples: no generative section
         lines += [f"## {section}", "", markdown_table(table, scores, list(keys)), ""]
+        if section == "Generative quality":
+            lines += [generative_protocol(suite, records), ""]
         for key in HEADLINE_METRICS[section]:
             improvement = improvement_table(scores, key)
             if improvement:

@@ -1,0 +1,72 @@
+"""Generative quality: the domain classifier's Fréchet distance, its cache, and the Inception FID's skip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ae_lightning import Autoencoder, ImageDataModule, VariationalAutoencoder
+from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.evaluation.generative import domain_classifier, frechet_distance, inception_fid
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("classifiers")  # one classifier per training set for the whole module
+
+
+@pytest.fixture(scope="module")
+def data(data_root):
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=0, batch_size=50)
+    dm.setup("fit")
+    return dm.splits["train"], dm.splits["test"]
+
+
+def test_fd_domain_is_near_zero_for_real_images_and_large_for_noise(data, cache):
+    train, test = data
+    classifier, accuracy = domain_classifier(train.images, train.labels, test.images, test.labels, cache)
+    assert accuracy > 0.8  # it learned the classes: its features describe this domain
+    test_x, train_x = test.images.float() / 255, train.images[:200].float() / 255
+    same_domain = frechet_distance(test_x, train_x, classifier)
+    noise = frechet_distance(test_x, torch.rand(200, 1, 28, 28), classifier)
+    assert same_domain < noise / 20, (same_domain, noise)
+    assert frechet_distance(test_x, test_x, classifier) == pytest.approx(0.0, abs=1e-2)
+
+
+def test_the_classifier_is_cached_by_content_with_its_accuracy(data, cache):
+    train, test = data
+    _, accuracy = domain_classifier(train.images, train.labels, test.images, test.labels, cache)
+    (info,) = cache.glob("classifier-*.json")
+    assert json.loads(info.read_text())["test_accuracy"] == accuracy
+    assert info.with_suffix(".pt").is_file()  # the weights beside it
+    info.write_text(json.dumps({"test_accuracy": 0.123}))  # what the cache says is what is returned: no retraining
+    assert domain_classifier(train.images, train.labels, test.images, test.labels, cache)[1] == 0.123
+    info.write_text(json.dumps({"test_accuracy": accuracy}))
+    other = train.images[:300]  # other training data: another classifier, another entry
+    domain_classifier(other, train.labels[:300], test.images, test.labels, cache)
+    assert len(list(cache.glob("classifier-*.pt"))) == 2
+
+
+def test_only_models_that_sample_get_generative_metrics(data, cache):
+    train, test = data
+    settings = EvaluationSettings(gen_samples=100, iw_samples=2, iw_images=10, jacobian_samples=10, fid_inception=False)
+    vae = evaluate(
+        VariationalAutoencoder(latent_dim=4), train.images, train.labels, test.images, test.labels, settings, cache
+    )
+    assert vae["gen/fd_domain"] > 0 and 0 < vae["gen/classifier_accuracy"] <= 1
+    ae = evaluate(Autoencoder(latent_dim=4), train.images, train.labels, test.images, test.labels, settings, cache)
+    assert "gen/fd_domain" not in ae
+
+
+def test_inception_fid_is_skipped_with_one_line_without_its_weights(capsys):
+    try:
+        import torch_fidelity  # noqa: F401
+
+        pytest.skip("torch-fidelity is installed here: the Inception FID can run")
+    except ImportError:
+        pass
+    assert inception_fid(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)) is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("warning: gen/fid_inception skipped: ModuleNotFoundError")
