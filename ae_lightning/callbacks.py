@@ -21,6 +21,7 @@ from torchvision.utils import make_grid
 
 from ae_lightning.devices import peak_memory_mb, synchronize
 from ae_lightning.errors import ConfigError
+from ae_lightning.evaluation.views import codes_figure
 from ae_lightning.messages import warn
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import Samples
@@ -76,22 +77,6 @@ class FitMeter(pl.Callback):
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-
-def codes_figure(codes: torch.Tensor, labels: torch.Tensor, title: str) -> plt.Figure:
-    """2-D view of the codes (first two principal components), coloured by label."""
-    centred = codes - codes.mean(0)
-    _, _, components = torch.pca_lowrank(centred, q=min(2, codes.shape[1]), center=False)
-    projected = (centred @ components).numpy()
-    figure, axis = plt.subplots(figsize=(5, 5))
-    y = projected[:, 1] if projected.shape[1] > 1 else projected[:, 0] * 0
-    scatter = axis.scatter(projected[:, 0], y, c=labels.numpy(), cmap="tab10", s=4)
-    axis.legend(*scatter.legend_elements(), fontsize=6, loc="best", title="label")
-    axis.set_title(title)
-    axis.set_xlabel("PC 1")
-    axis.set_ylabel("PC 2")
-    figure.tight_layout()
-    return figure
 
 
 class ImagePanels(pl.Callback):

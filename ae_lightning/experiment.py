@@ -30,6 +30,7 @@ from ae_lightning.cli import run_cli
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.evaluation.views import write_latent_views
 from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
 from ae_lightning.variants import VARIANTS, AutoencoderBase
@@ -230,7 +231,10 @@ def run(run_dir: Path) -> dict[str, Any]:
         classifier_cache=cache_dir_of(datamodule),
     )
     save_examples(model, datamodule, settings, run_dir / "examples.pt")
+    views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir)
     if wandb_logger is not None and not wandb_logger.failed:
+        for key, path in views.items():
+            wandb_logger.log_image(key, images=[str(path)])  # TolerantWandbLogger: a failure is one warning
         try:
             wandb_logger.experiment.summary.update(metrics)
         except Exception as err:

@@ -88,6 +88,9 @@ def test_every_variant_has_finite_battery_metrics(finished_suite):
             isinstance(record["metrics"][k], float) and record["metrics"][k] == record["metrics"][k] for k in expected
         )
         assert record["metrics"]["probe/accuracy"] > 0.5  # codes of learnable data separate the classes
+        run_dir = Path(record["run_dir"])
+        assert (run_dir / "interpolation.png").is_file() and (run_dir / "codes_2d.png").is_file()
+        assert (run_dir / "latent_traversal.png").is_file() == (variant["name"] == "VAE")
     vae = records["VAE"]["metrics"]
     assert vae["test/nll_iw"] > 0 and vae["test/nll_iw"] <= -vae["test/elbo"] + 1.0  # the IW bound is tighter
     # a collapsed or broken encoder has 0 active units; this one (β = 0.1) measured 5 of 8 in a direct fit
