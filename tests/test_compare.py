@@ -211,7 +211,13 @@ def test_shipped_suites_are_valid(tmp_path):
         assert suite["variants"], path
 
 
-SHIPPED_SUITES = sorted([*(REPO / "experiments").glob("*.yaml"), *(REPO / "experiments" / "smoke").glob("*.yaml")])
+SHIPPED_SUITES = sorted(
+    [
+        *(REPO / "experiments").glob("*.yaml"),
+        *(REPO / "experiments").glob("smoke/*.yaml"),
+        *(REPO / "experiments").glob("reproduce/*.yaml"),
+    ]
+)
 
 
 @pytest.mark.parametrize("suite_path", SHIPPED_SUITES, ids=lambda p: p.stem)
