@@ -119,16 +119,17 @@ def check_checkpoint(ckpt_path: str | None, model_config) -> None:
 
 COMPARE_EPILOG = (
     "compare: ae-lightning compare SUITE.yaml [--out DIR] trains every variant of a suite side by side and writes "
-    "the report; see ae-lightning compare --help."
+    "the report; see ae-lightning compare --help. tune: ae-lightning tune SUITE.yaml tunes them first at one budget."
 )
 
-# Every subcommand, for `ae-lightning --help`: LightningCLI's (one run) and the suite runner.
+# Every subcommand, for `ae-lightning --help`: LightningCLI's (one run), the suite runner and the tuner.
 SUBCOMMANDS = {
     "fit": "train one variant (LightningCLI: --model, --data.*, --trainer.*, --config FILE)",
     "validate": "evaluate a checkpoint on the validation split",
     "test": "evaluate a checkpoint on the test split (test/mse and the variant's terms)",
     "predict": "write codes and reconstructions of a split to a file (--predictions.path)",
     "compare": "train every (variant, seed) of a suite side by side, judge them with one battery, write the report",
+    "tune": "tune every variant of a suite at the same budget (Optuna, validation split), then compare the best",
 }
 
 
@@ -201,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
             from ae_lightning.runner import main as compare_main
 
             sys.exit(compare_main(args[1:]))
+        if args[:1] == ["tune"]:
+            from ae_lightning.tuning import main as tune_main
+
+            sys.exit(tune_main(args[1:]))
         check_model_argument(args)
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns on every command)
     except ArgumentError as err:

@@ -81,19 +81,27 @@ def wandb_run_id(suite_id: str, variant: str, seed: int) -> str:
     return hashlib.sha1(f"{suite_id}/{variant}/{seed}".encode()).hexdigest()[:16]
 
 
-def make_wandb_logger(spec: dict[str, Any], run_dir: Path) -> TolerantWandbLogger | None:
+def make_wandb_logger(
+    spec: dict[str, Any], run_dir: Path, job_type: str = "train", group: str | None = None, name: str | None = None
+) -> TolerantWandbLogger | None:
+    """The run's W&B logger: in the suite's group (a tuning trial: ``group``, ``name``, ``job_type="tune"``)."""
     settings = spec["wandb"]
     if settings["mode"] == "disabled":
         return None
+    if group is None:  # a suite run: its id stays the same across resumes and requeues
+        group, name = spec["suite_id"], f"{spec['variant']}-seed{spec['seed']}"
+        run_id = wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"])
+    else:
+        run_id = hashlib.sha1(f"{group}/{name}".encode()).hexdigest()[:16]
     try:
         return TolerantWandbLogger(
             project=settings["project"],
             entity=settings.get("entity"),
-            group=spec["suite_id"],
-            name=f"{spec['variant']}-seed{spec['seed']}",
-            job_type="train",
+            group=group,
+            name=name,
+            job_type=job_type,
             tags=[spec["suite_name"], spec["model"], spec["data"]["name"]],
-            id=wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"]),
+            id=run_id,
             resume="allow",
             mode=settings["mode"],
             save_dir=str(run_dir),
@@ -166,19 +174,14 @@ def leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def run(run_dir: Path) -> dict[str, Any]:
-    spec = json.loads((run_dir / "spec.json").read_text())
+def build_run(spec: dict[str, Any], run_dir: Path, loggers: list[Logger], callbacks: list) -> Any:
+    """The run's model, data and Trainer, built as `ae-lightning fit --config RUN_DIR/config.yaml` builds them
+    (one Trainer construction, one checkpoint cadence); only where it writes, its loggers and the callbacks that
+    report to the runner are added. Returns the (not yet run) AutoencoderCLI."""
     config_path = run_dir / "config.yaml"
     with atomic_path(config_path) as partial:
         partial.write_text(yaml.safe_dump(run_config(spec), sort_keys=False))
-    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
-    wandb_logger = make_wandb_logger(spec, run_dir)
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    meter = FitMeter()
-    # Built as `ae-lightning fit --config RUN_DIR/config.yaml` builds it (one Trainer construction, one checkpoint
-    # cadence); only where it writes, and what it reports to the runner, are added here.
-    cli = run_cli(
+    return run_cli(
         [
             "--config",
             str(config_path),
@@ -190,12 +193,20 @@ def run(run_dir: Path) -> dict[str, Any]:
             str(run_dir / "checkpoints"),
         ],
         run=False,
-        trainer_overrides={
-            "logger": loggers,
-            "callbacks": [meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))],
-        },
+        trainer_overrides={"logger": loggers, "callbacks": callbacks},
         save_config=False,  # config.yaml above is the reproducible one
     )
+
+
+def run(run_dir: Path) -> dict[str, Any]:
+    spec = json.loads((run_dir / "spec.json").read_text())
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
+    wandb_logger = make_wandb_logger(spec, run_dir)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    meter = FitMeter()
+    callbacks = [meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))]
+    cli = build_run(spec, run_dir, loggers, callbacks)
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     checkpoint = trainer.checkpoint_callback
     resume = next(c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint))

@@ -58,10 +58,11 @@ SUITE_KEYS = {
     "variants",
     "wandb",
     "checkpoint_every_n_steps",
+    "tuning",  # read by `ae-lightning tune` (ae_lightning.tuning)
 }
 # A variant: {model: NAME, args: {…}} (short), {class_path: …, init_args: {…}} (as LightningCLI writes a model), or
 # {config: FILE} (a model config as `ae-lightning fit --config` takes; init_args beside it override its values).
-VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer"}
+VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer", "search"}
 OVERRIDE_SECTIONS = ("data", "trainer", "evaluation", "wandb")  # compare --data.root DIR, --trainer.max_epochs 5…
 WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -386,8 +387,9 @@ def records_of(runs: list[Run]) -> list[dict[str, Any]]:
     return records
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ae-lightning compare", description=__doc__.split("\n\n")[0])
+def suite_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options ``compare`` and ``tune`` share: what to run, where, and on what."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("suite", type=Path, help="suite YAML file, e.g. experiments/quick.yaml")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: results/<suite name>)")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs (= --trainer.max_epochs)")
@@ -403,18 +405,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="runs sharing each GPU at once (default 1): small models (MNIST MLPs) use a fraction of a GPU",
     )
     parser.add_argument("--wandb", choices=WANDB_MODES, default=None, help="W&B mode (default: the suite's, auto)")
-    parser.add_argument("--count", action="store_true", help="print the number of runs and exit")
-    parser.add_argument(
-        "--task-index",
-        type=int,
-        default=None,
-        help="run only run I (0-based; a SLURM array task), without writing the report",
-    )
     parser.add_argument("--report-only", action="store_true", help="write summary and report from finished runs")
     parser.epilog = (
         "Any suite key can be overridden with the dotted keys of `ae-lightning fit`: --data.KEY VALUE, "
         "--trainer.KEY VALUE, --evaluation.KEY VALUE, --wandb.KEY VALUE (values read as YAML)."
     )
+    return parser
+
+
+def parse_suite_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse and check the shared options; any other ``--section.key value`` is a dotted suite override."""
     args, rest = parser.parse_known_args(argv)
     args.dotted = parse_dotted(rest)
     if args.parallel < 1:
@@ -428,6 +428,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: must be >= 1")
     return args
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = suite_parser("ae-lightning compare", __doc__.split("\n\n")[0])
+    parser.add_argument("--count", action="store_true", help="print the number of runs and exit")
+    parser.add_argument(
+        "--task-index",
+        type=int,
+        default=None,
+        help="run only run I (0-based; a SLURM array task), without writing the report",
+    )
+    return parse_suite_args(parser, argv)
 
 
 def parse_dotted(rest: list[str]) -> dict[str, Any]:
@@ -447,22 +459,18 @@ def parse_dotted(rest: list[str]) -> dict[str, Any]:
     return dotted
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ae_lightning.evaluation.report import write_report, write_wandb_summary
-
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    suite = load_suite(args.suite, args)
-    out = args.out or Path("results") / suite["name"]
-    gpus = visible_gpus(os.environ, torch.cuda.device_count())
-    if args.count:  # for sizing a SLURM array
-        print(len(suite["variants"]) * len(suite["seeds"]))
-        return 0
+def check_ddp(args: argparse.Namespace, gpus: list[str]) -> None:
     if args.ddp and not gpus:
         raise ConfigError(
             "--ddp runs each run on all GPUs, but this process sees none "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}, torch.cuda.device_count()=0). "
             "For DDP on CPU processes give the suite trainer: {accelerator: cpu, strategy: ddp, devices: 2}"
         )
+
+
+def establish_suite(out: Path, suite: dict[str, Any]) -> str:
+    """Write OUT/suite.json and return the suite's id (the W&B group): kept from an earlier start in OUT, so a
+    re-run continues the same group."""
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "suite.json").read_text()) if (out / "suite.json").is_file() else {}
     # Array tasks start at once: they agree on the id (the W&B group) through the array's job id.
@@ -472,11 +480,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     suite["wandb"]["mode"] = resolve_wandb_mode(suite["wandb"]["mode"])
     write_json_atomic(out / "suite.json", {"suite_id": suite_id, "suite": copy.deepcopy(suite)})
+    return suite_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    suite = load_suite(args.suite, args)
+    out = args.out or Path("results") / suite["name"]
+    gpus = visible_gpus(os.environ, torch.cuda.device_count())
+    if args.count:  # for sizing a SLURM array
+        print(len(suite["variants"]) * len(suite["seeds"]))
+        return 0
+    check_ddp(args, gpus)
+    return run_suite(suite, args, out, gpus)
+
+
+def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: list[str]) -> int:
+    """Train and judge every (variant, seed) not yet done in OUT, then write the summary and the report."""
+    from ae_lightning.evaluation.report import write_report, write_wandb_summary
+
+    suite_id = establish_suite(out, suite)
     runs = plan_runs(suite, suite_id, out, args.ddp)
-    if args.task_index is not None:
-        if not 0 <= args.task_index < len(runs):
-            raise ConfigError(f"--task-index {args.task_index}: this suite has runs 0 to {len(runs) - 1}")
-        runs = [runs[args.task_index]]
+    task_index = getattr(args, "task_index", None)
+    if task_index is not None:
+        if not 0 <= task_index < len(runs):
+            raise ConfigError(f"--task-index {task_index}: this suite has runs 0 to {len(runs) - 1}")
+        runs = [runs[task_index]]
     finished = [r for r in runs if (result_of(r) or {}).get("status") == "done"]
     for run in finished:
         print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
@@ -496,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:  # SIGTERM (preemption, scancel): leave the runs to resume; record nothing as failed
         return 128 + signal.SIGTERM
     records = records_of(runs)
-    if args.task_index is not None:  # one array task: the report job assembles the suite
+    if task_index is not None:  # one array task: the report job assembles the suite
         return 0 if records[0]["status"] == "done" else 1
     write_json_atomic(out / "summary.json", records)
     write_report(out, suite, records)

@@ -262,13 +262,17 @@ def test_missing_data_offline_is_one_clear_error(tmp_path):
     assert "mnist: data files not found in" in result.stderr and "train-images-idx3-ubyte" in result.stderr
 
 
-def test_help_lists_compare(tmp_path):
+def test_help_lists_every_subcommand(tmp_path):
     result = cli("--help", cwd=tmp_path)
-    assert result.returncode == 0 and "usage: ae-lightning {fit,validate,test,predict,compare} ..." in result.stdout
-    for subcommand in ("fit", "validate", "test", "predict", "compare"):
+    assert (
+        result.returncode == 0 and "usage: ae-lightning {fit,validate,test,predict,compare,tune} ..." in result.stdout
+    )
+    for subcommand in ("fit", "validate", "test", "predict", "compare", "tune"):
         assert f"\n  {subcommand} " in result.stdout, subcommand
     assert cli(cwd=tmp_path).returncode == 2  # no subcommand: the same help, and an error code
     result = cli("fit", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--model" in result.stdout and "--trainer.max_epochs" in result.stdout
     result = cli("compare", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--task-index" in result.stdout and "--report-only" in result.stdout
+    result = cli("tune", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--tune-only" in result.stdout and "--worker-index" not in result.stdout

@@ -149,9 +149,7 @@ def assert_same_weights(one: dict, two: dict) -> None:
 
 
 def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
-    ranks = ddp_worker(
-        tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1
-    )
+    ranks = ddp_worker(tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1)
     # Rank 1's NaN reached rank 0's gradients through the all-reduce: only if both skip do they stay equal and finite
     assert_same_weights(ranks[0]["state_dict"], ranks[1]["state_dict"])
     assert all(torch.isfinite(t).all() for t in ranks[0]["state_dict"].values())

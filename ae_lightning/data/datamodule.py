@@ -270,6 +270,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
+        # False while tuning: setup() then never reads the test split (`ae-lightning tune` chooses on validation only)
+        self.read_test = True
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
@@ -319,23 +321,25 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        if self.source.image_shape is None:  # your own data
+        if self.source.image_shape is None:  # your own data (its test part is carved out of it, or test_root)
             images, labels, test_images, test_labels = self.own_data()
         else:
             images, labels = sources.load_split(self.name, self.root, train=True)
-            test_images, test_labels = sources.load_split(self.name, self.root, train=False)
+            if self.read_test:
+                test_images, test_labels = sources.load_split(self.name, self.root, train=False)
         if self.val_size >= len(images):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
         train_images = self._binarized(images[train_idx], offset=3, fixed=self.binarize != "dynamic")
         val_images = self._binarized(images[val_idx], offset=4)
-        test_images = self._binarized(test_images, offset=5)
         self.splits = {
             "train": Split(train_images, labels[train_idx], None),
             "val": Split(val_images, labels[val_idx], self._eval_corruption(val_images, offset=1)),
-            "test": Split(test_images, test_labels, self._eval_corruption(test_images, offset=2)),
         }
+        if self.read_test:
+            test_images = self._binarized(test_images, offset=5)
+            self.splits["test"] = Split(test_images, test_labels, self._eval_corruption(test_images, offset=2))
 
     def _binarized(self, images: Tensor, offset: int, fixed: bool = True) -> Tensor:
         """The split as the chosen protocol has it: binarised once here, or (dynamic training) left grey for

@@ -407,6 +407,69 @@ def pixel_probe_baseline(out: Path, suite: dict[str, Any]) -> dict[str, float] |
     return baseline
 
 
+def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], path: Path) -> None:
+    """One variant's trials: the objective against the trial number and against its main knob (pruned trials at
+    their last epoch's value, marked ×)."""
+    history = [t for t in entry["history"] if t["value"] is not None or t["epoch_values"]]
+    knob = entry["main_knob"]
+    figure, (by_trial, by_knob) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for state, marker in (("complete", "o"), ("pruned", "x"), ("fail", "s")):
+        chosen = [t for t in history if t["state"] == state]
+        if not chosen:
+            continue
+        values = [t["value"] if t["value"] is not None else t["epoch_values"][-1] for t in chosen]
+        by_trial.scatter([t["number"] for t in chosen], values, marker=marker, label=state)
+        by_knob.scatter([t["params"].get(knob) for t in chosen], values, marker=marker, label=state)
+    by_trial.set_xlabel("trial")
+    by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_knob.set_xlabel(knob)
+    numeric = [t["params"].get(knob) for t in history if isinstance(t["params"].get(knob), (int, float))]
+    if numeric and min(numeric) > 0 and max(numeric) / min(numeric) > 20:
+        by_knob.set_xscale("log")
+    for axis in (by_trial, by_knob):
+        axis.set_ylabel(f"{objective['metric']} ({'↓' if objective['direction'] == 'minimize' else '↑'})")
+    by_trial.legend(fontsize=7)
+    figure.suptitle(f"{name}: {entry['trials']} trials ({entry['pruned']} pruned, {entry['failed']} failed)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def tuning_section(out: Path) -> list[str]:
+    """The report's tuning section from OUT/tuning.json (written by `ae-lightning tune`), with a PNG per variant."""
+    path = out / "tuning.json"
+    if not path.is_file():
+        return []
+    tuning = json.loads(path.read_text())
+    objective, budget = tuning["objective"], tuning["budget"]
+    lines = [
+        "## Tuning",
+        "",
+        f"Every variant tuned at the same budget: {budget['trials']} trials of {budget['epochs']} epoch(s), "
+        f"{tuning['sampler']} sampler, {tuning['pruner']} pruner, objective {objective['metric']} "
+        f"({objective['direction']}) on the validation split; the test split was not read. The best configuration "
+        "of each variant was then trained over the seeds below.",
+        "",
+        "| variant | best value | best parameters | trials | pruned | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    figures = []
+    for name, entry in tuning["variants"].items():
+        best = entry["best_value"]
+        params = ", ".join(
+            f"{k} = {format_number(v) if isinstance(v, float) else v}" for k, v in (entry["best_params"] or {}).items()
+        )
+        lines.append(
+            f"| {name} | {'–' if best is None else format_number(best)} | {params or 'not tuned'} | "
+            f"{entry['trials']} | {entry['pruned']} | {entry['failed']} |"
+        )
+        if entry.get("history"):
+            figure = f"tuning_{name}.png"
+            tuning_figure(name, entry, objective, out / figure)
+            figures.append(figure)
+    return lines + [""] + [f"![{f}]({f})" for f in figures] + [""]
+
+
 def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]) -> None:
     scores = per_seed_scores(records)
     table = aggregate(scores)
@@ -445,6 +508,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             f"{baseline['probe/knn_accuracy']:.4g}.",
             "",
         ]
+    lines += tuning_section(out)
     for section, keys in SECTION_KEYS.items():
         if not any(key in row for key in keys for row in table.values()):
             continue  # e.g. no variant samples: no generative section

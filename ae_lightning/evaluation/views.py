@@ -86,4 +86,3 @@ def write_latent_views(model: AutoencoderBase, images: Tensor, labels: Tensor, o
     plt.close(figure)
     written["views/codes_2d"] = out / "codes_2d.png"
     return written
-

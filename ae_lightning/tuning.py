@@ -1,0 +1,541 @@
+"""``ae-lightning tune SUITE.yaml --out DIR``: tune every variant of a suite at the same budget with Optuna, on the
+validation split only, then train each variant's best configuration over the suite's seeds and judge it with the
+battery on the test split, exactly as ``compare`` does.
+
+A suite declares what to tune::
+
+    tuning:
+      trials: 8                  # per variant, alike for every variant
+      epochs: 2                  # per trial (and the final runs', unless trainer.max_epochs says otherwise)
+      objective: {metric: val/mse, direction: minimize}   # a validation metric every run logs
+      sampler: tpe               # tpe | random
+      pruner: median             # median | none: stops trials whose epoch-wise value trails the median
+      seed: 0                    # trials train with this seed; the sampler's seed is derived from it
+      search:                    # knobs every variant tunes (e.g. the learning rate)
+        learning_rate: {kind: float, low: 3.0e-4, high: 3.0e-3, log: true}
+    variants:
+      - name: CAE
+        model: ContractiveAutoencoder
+        search:                  # the variant's own knobs: its init arguments, or data.* keys
+          contractive_weight: {kind: float, low: 1.0e-5, high: 1.0e-1, log: true}
+      - name: DAE
+        model: DenoisingAutoencoder
+        search: {data.noise.level: {kind: float, low: 0.1, high: 0.7}}
+
+Kinds: ``float`` and ``int`` (``low`` < ``high``, optional ``log: true``), ``categorical`` (``choices: [...]``).
+
+The study of each variant lives in ``OUT/tuning/study.journal`` (Optuna's journal file storage): re-running the
+command continues it (a trial whose process died is run again with the same parameters), and several processes —
+``--parallel N``, one per GPU, or SLURM array tasks running ``tune --tune-only`` (scripts/slurm/tune.sbatch) — work
+on one study at once. Each variant gets exactly ``trials`` trials however many processes share it.
+
+Output: ``OUT/tuning.json`` (``{variant: {best_params, best_value, trials, pruned, failed, history}}``),
+``OUT/tuning/<variant>/trial<n>/`` (each trial's metrics.csv and W&B run, group ``<suite id>-tune``, job_type
+``tune``), then everything ``compare`` writes, with a tuning section in ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from ae_lightning.callbacks import EpochLine
+from ae_lightning.data import ImageDataModule
+from ae_lightning.devices import usable_cpus, visible_gpus
+from ae_lightning.errors import ConfigError
+from ae_lightning.experiment import build_run, make_wandb_logger, write_json_atomic
+from ae_lightning.runner import (
+    Slots,
+    check_ddp,
+    check_keys,
+    establish_suite,
+    load_suite,
+    parse_suite_args,
+    run_suite,
+    suite_parser,
+)
+from ae_lightning.variants import VARIANTS, AutoencoderBase
+
+TUNING_KEYS = {"trials", "epochs", "objective", "sampler", "pruner", "seed", "search", "stale_after_minutes"}
+DIRECTIONS = ("minimize", "maximize")
+
+
+def float_or_int(kind: type) -> Callable[[str, dict[str, Any]], BaseDistribution]:
+    def make(where: str, spec: dict[str, Any]) -> BaseDistribution:
+        check_keys(spec, {"kind", "low", "high", "log"}, where)
+        low, high, log = spec.get("low"), spec.get("high"), bool(spec.get("log", False))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise ConfigError(f"{where}: low={low!r} and high={high!r} must both be numbers")
+        if not low < high:
+            raise ConfigError(f"{where}: the range low={low} .. high={high} is empty or inverted; give low < high")
+        if log and low <= 0:
+            raise ConfigError(f"{where}: log=true needs low > 0 (got low={low})")
+        if kind is int:
+            if low != int(low) or high != int(high):
+                raise ConfigError(f"{where}: an int range needs whole bounds (got {low} .. {high})")
+            return IntDistribution(int(low), int(high), log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+
+    return make
+
+
+def categorical(where: str, spec: dict[str, Any]) -> BaseDistribution:
+    check_keys(spec, {"kind", "choices"}, where)
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ConfigError(f"{where}: choices={choices!r} must be a non-empty list")
+    return CategoricalDistribution(choices)
+
+
+DISTRIBUTIONS: dict[str, Callable[[str, dict[str, Any]], BaseDistribution]] = {
+    "float": float_or_int(float),
+    "int": float_or_int(int),
+    "categorical": categorical,
+}
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    # Trials compare at the same epoch. The first two trials always run to the end, and no trial is judged in the
+    # first third of its epochs (a slower learning rate must not lose for starting slowly).
+    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=epochs // 3),
+    "none": lambda epochs: optuna.pruners.NopPruner(),
+}
+
+
+def model_knobs(model: str) -> set[str]:
+    """The init arguments a variant takes (its own and the shared ones of AutoencoderBase)."""
+    knobs = set()
+    for cls in (VARIANTS[model], AutoencoderBase):
+        knobs |= {n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind == p.POSITIONAL_OR_KEYWORD}
+    return knobs - {"self", "input_shape"}
+
+
+def distributions_of(search: Any, model: str, where: str) -> dict[str, BaseDistribution]:
+    if search is None:
+        return {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{where}: search must be a mapping of knob to range, got {search!r}")
+    knobs, data_knobs = model_knobs(model), set(inspect.signature(ImageDataModule).parameters)
+    distributions = {}
+    for knob, spec in search.items():
+        top = knob.split(".")[1] if knob.startswith("data.") and "." in knob else None
+        if not (knob in knobs or top in data_knobs):
+            raise ConfigError(
+                f"{where}: {knob!r} is not a knob of {model}; allowed: its arguments {sorted(knobs)} or data.KEY "
+                f"(one of {sorted(data_knobs)})"
+            )
+        if not isinstance(spec, dict) or spec.get("kind") not in DISTRIBUTIONS:
+            kind = spec.get("kind") if isinstance(spec, dict) else spec
+            raise ConfigError(f"{where}.{knob}: kind={kind!r} does not exist; allowed: {sorted(DISTRIBUTIONS)}")
+        distributions[knob] = DISTRIBUTIONS[spec["kind"]](f"{where}.{knob}", spec)
+    return distributions
+
+
+def apply_params(variant: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The variant with these knob values: model arguments into ``args``, ``data.a.b`` into its ``data``."""
+    variant = copy.deepcopy(variant)
+    for knob, value in params.items():
+        if knob.startswith("data."):
+            *parents, name = knob.split(".")[1:]
+            target = variant.setdefault("data", {})
+            for parent in parents:  # data.noise.level: the run's data.noise is the suite's, with level changed
+                target[parent] = dict(target.get(parent) or {})
+                target = target[parent]
+            target[name] = value
+        else:
+            variant.setdefault("args", {})[knob] = value
+    return variant
+
+
+def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Check the suite's ``tuning`` section and every variant's ``search``; each error names the key, the bad value
+    and what is allowed. Returns the settings with each variant's Optuna distributions."""
+    section = suite.get("tuning")
+    if not isinstance(section, dict):
+        raise ConfigError(f"suite {path} has no 'tuning' section (trials, epochs, objective, search); see `tune -h`")
+    check_keys(section, TUNING_KEYS, f"suite {path}: tuning")
+    tuning = {"sampler": "tpe", "pruner": "median", "seed": 0, "stale_after_minutes": 30, **section}
+    for key in ("trials", "epochs"):
+        value = tuning.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"tuning.{key}={value!r}: the budget must be an integer >= 1")
+    objective = tuning.get("objective")
+    if isinstance(objective, str):
+        objective = {"metric": objective}
+    check_keys(objective or {}, {"metric", "direction"}, "tuning.objective")
+    objective = {"direction": "minimize", **(objective or {})}
+    metric = objective.get("metric")
+    if not isinstance(metric, str) or not metric.startswith("val/"):
+        raise ConfigError(
+            f"tuning.objective.metric={metric!r}: tuning chooses on the validation split; give a val/ metric the "
+            "runs log (val/mse, val/loss or a variant's val/<term>)"
+        )
+    if objective["direction"] not in DIRECTIONS:
+        raise ConfigError(f"tuning.objective.direction={objective['direction']!r}; allowed: {list(DIRECTIONS)}")
+    tuning["objective"] = objective
+    if tuning["sampler"] not in SAMPLERS:
+        raise ConfigError(f"tuning.sampler={tuning['sampler']!r}; allowed: {sorted(SAMPLERS)}")
+    if tuning["pruner"] not in PRUNERS:
+        raise ConfigError(f"tuning.pruner={tuning['pruner']!r}; allowed: {sorted(PRUNERS)}")
+    if not (isinstance(tuning["stale_after_minutes"], (int, float)) and tuning["stale_after_minutes"] > 0):
+        raise ConfigError(f"tuning.stale_after_minutes={tuning['stale_after_minutes']!r} must be > 0")
+    tuning["spaces"] = {}
+    for number, variant in enumerate(suite["variants"]):
+        where = f"variants[{number}] ({variant['name']}).search"
+        shared = distributions_of(tuning.get("search"), variant["model"], "tuning.search")
+        space = {**shared, **distributions_of(variant.get("search"), variant["model"], where)}
+        for knob, distribution in space.items():  # both ends of each range must make a valid variant, now
+            ends = (
+                distribution.choices
+                if isinstance(distribution, CategoricalDistribution)
+                else (distribution.low, distribution.high)
+            )
+            for value in ends:
+                candidate = apply_params(variant, {knob: value})
+                data = {**suite["data"], **(candidate.get("data") or {})}
+                try:
+                    datamodule = ImageDataModule(**data)
+                    VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **candidate.get("args", {}))
+                except (ConfigError, TypeError, ValueError) as err:
+                    raise ConfigError(f"{where}.{knob} = {value!r} (an end of its range) is not valid: {err}") from None
+        tuning["spaces"][variant["name"]] = space
+    return tuning
+
+
+class OptunaPruning(pl.Callback):
+    """Reports the objective to the trial after every validation epoch and stops the fit when Optuna's pruner says
+    the trial is hopeless. (optuna-integration's callback binds the ``lightning`` package, not
+    ``pytorch_lightning``.)"""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric, self.values = trial, metric, []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if self.metric not in metrics:
+            logged = sorted(k for k in metrics if k.startswith("val/"))
+            raise ConfigError(
+                f"tuning.objective.metric={self.metric!r} is not logged by {type(pl_module).__name__}; "
+                f"it logs: {logged}"
+            )
+        value = float(metrics[self.metric])
+        self.values.append(value)
+        self.trial.report(value, step=trainer.current_epoch)
+        self.trial.set_user_attr("heartbeat", time.time())
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: {self.metric} {value:.4g}")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def is_stale(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
+    """A running trial whose process is gone: dead on this host, or silent (no epoch) for ``stale_after_s``."""
+    host, _, pid = str(trial.user_attrs.get("worker", ":")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    heartbeat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else 0)
+    return time.time() - heartbeat > stale_after_s
+
+
+def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
+    """Whether a trial uses the budget: finished (complete, pruned, or failed while training) or running live.
+    Trials over the budget, abandoned by a dead process, or stopped by a configuration error do not."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    if trial.state == TrialState.FAIL:
+        return bool(trial.user_attrs.get("failed_in_training"))
+    return trial.state == TrialState.RUNNING and not is_stale(trial, stale_after_s)
+
+
+def reclaim_stale(study: optuna.Study, stale_after_s: float) -> None:
+    """Close the trials of processes that died and queue their parameters to run again."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if is_stale(trial, stale_after_s):
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (RuntimeError, ValueError):  # another process closed it first
+                continue
+            print(f"  trial {trial.number} was left running by a process that died; it runs again", flush=True)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+
+
+def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: int) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = out / "tuning" / "study.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.create_study(
+        study_name=variant,
+        storage=storage,
+        load_if_exists=True,
+        direction=tuning["objective"]["direction"],
+        pruner=PRUNERS[tuning["pruner"]](tuning["epochs"]),
+    )
+    # Each process, and each restart of one, draws its own stream (seeded by the tuning seed, the worker and the
+    # trials so far): processes sharing a study, or a re-run continuing it, do not propose the points already tried.
+    started = len(study.get_trials(deepcopy=False))
+    study.sampler = SAMPLERS[tuning["sampler"]](tuning["seed"] * 1_000_003 + worker_index * 1009 + started)
+    return study
+
+
+def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict[str, Any]) -> dict:
+    """A trial's run spec, as ``plan_runs`` writes a run's: one device, the tuning seed and epochs."""
+    trainer = {"accelerator": "auto", **suite["trainer"], **(variant.get("trainer") or {})}
+    trainer.update(devices=1, max_epochs=tuning["epochs"])
+    trainer.pop("strategy", None)  # a trial runs in this process; several GPUs serve several trials at once
+    return {
+        "suite_id": suite_id,
+        "suite_name": suite["name"],
+        "variant": variant["name"],
+        "model": variant["model"],
+        "model_args": variant.get("args") or {},
+        "seed": tuning["seed"],
+        "data": {**suite["data"], **(variant.get("data") or {})},
+        "trainer": trainer,
+        "wandb": suite["wandb"],
+        "checkpoint_every_n_steps": 10**9,  # a trial that dies runs again from the start
+    }
+
+
+def run_trial(
+    trial: optuna.Trial, suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict, out: Path
+) -> float:
+    spec = trial_spec(suite, suite_id, apply_params(variant, trial.params), tuning)
+    directory = out / "tuning" / variant["name"] / f"trial{trial.number}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    loggers: list[Logger] = [CSVLogger(str(directory), name="", version="")]
+    wandb_logger = make_wandb_logger(
+        {**spec, "params": trial.params},
+        directory,
+        "tune",
+        f"{suite_id}-tune",
+        f"{variant['name']}-trial{trial.number}",
+    )
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    pruning = OptunaPruning(trial, tuning["objective"]["metric"])
+    cli = build_run(spec, directory, loggers, [pruning, EpochLine()])
+    cli.datamodule.read_test = False  # the test split is never read while tuning
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # trials keep their metrics, not their weights
+        if wandb_logger is not None:  # the next trial's logger would otherwise attach to this W&B run
+            try:
+                import wandb
+
+                wandb.finish()
+            except Exception:
+                pass
+    if not pruning.values:
+        raise RuntimeError("the trial logged no validation value (is data.val_size 0?)")
+    return pruning.values[-1]
+
+
+def tune_variant(
+    suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict, out: Path, worker_index: int
+) -> None:
+    """Run trials of this variant's study until its budget is used, by this process and any others on it."""
+    space = tuning["spaces"][variant["name"]]
+    if not space:
+        print(f"{variant['name']}: no search space; trained with its suite settings", flush=True)
+        return
+    study = open_study(out, variant["name"], tuning, worker_index)
+    stale_after_s = tuning["stale_after_minutes"] * 60
+    while True:
+        reclaim_stale(study, stale_after_s)
+        used = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s)]
+        if len(used) >= tuning["trials"]:
+            return
+        trial = study.ask(space)
+        trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("heartbeat", time.time())
+        # Trial numbers are handed out atomically: the first `trials` live numbers are the budget, whoever asked.
+        live = sorted(t.number for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
+        if trial.number not in live[: tuning["trials"]]:
+            study.tell(trial, state=TrialState.FAIL)  # over the budget (another process took the last one)
+            continue
+        print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
+        try:
+            value = run_trial(trial, suite, suite_id, variant, tuning, out)
+        except optuna.TrialPruned as pruned:
+            print(f"{variant['name']} trial {trial.number} pruned at {pruned}", flush=True)
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        except ConfigError:
+            study.tell(trial, state=TrialState.FAIL)  # not counted: the suite is wrong, not the trial
+            raise
+        except Exception as err:
+            print(f"{variant['name']} trial {trial.number} FAILED: {type(err).__name__}: {err}", flush=True)
+            trial.set_user_attr("failed_in_training", f"{type(err).__name__}: {err}")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        if not math.isfinite(value):
+            trial.set_user_attr("failed_in_training", f"objective {value}")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        study.tell(trial, value)
+        print(f"{variant['name']} trial {trial.number}: {tuning['objective']['metric']} {value:.5g}", flush=True)
+
+
+def wait_until_finished(suite: dict[str, Any], tuning: dict, out: Path) -> None:
+    """Wait for trials other processes are still running (their results decide the best configuration)."""
+    stale_after_s = tuning["stale_after_minutes"] * 60
+    for variant in suite["variants"]:
+        if not tuning["spaces"][variant["name"]]:
+            continue
+        study = open_study(out, variant["name"], tuning, 0)
+        while any(t.state == TrialState.RUNNING and counts(t, stale_after_s) for t in study.get_trials(deepcopy=False)):
+            time.sleep(5)
+
+
+def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
+    """tuning.json: per variant the best parameters and value, the trials counted, pruned and failed, and every
+    counted trial (number, state, value, parameters, epoch values) for the report's figures."""
+    stale_after_s = tuning["stale_after_minutes"] * 60
+    summary = {}
+    for variant in suite["variants"]:
+        space = tuning["spaces"][variant["name"]]
+        if not space:
+            summary[variant["name"]] = {"best_params": {}, "best_value": None, "trials": 0, "pruned": 0, "failed": 0}
+            continue
+        study = open_study(out, variant["name"], tuning, 0)
+        trials = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s)]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        entry: dict[str, Any] = {
+            "best_params": study.best_params if complete else None,
+            "best_value": study.best_value if complete else None,
+            "trials": len(trials),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "main_knob": next(iter(variant.get("search") or space)),
+            "history": [
+                {
+                    "number": t.number,
+                    "state": t.state.name.lower(),
+                    "value": t.value,
+                    "params": t.params,
+                    "epoch_values": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+                }
+                for t in sorted(trials, key=lambda t: t.number)
+            ],
+        }
+        summary[variant["name"]] = entry
+    return {
+        "objective": tuning["objective"],
+        "budget": {"trials": tuning["trials"], "epochs": tuning["epochs"]},
+        "sampler": tuning["sampler"],
+        "pruner": tuning["pruner"],
+        "variants": summary,
+    }
+
+
+def tuned_suite(suite: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The suite with each variant's best parameters in place of its search space."""
+    tuned = copy.deepcopy(suite)
+    # trained as long as it was tuned, unless the suite says otherwise
+    tuned["trainer"].setdefault("max_epochs", summary["budget"]["epochs"])
+    for index, variant in enumerate(tuned["variants"]):
+        best = summary["variants"][variant["name"]]["best_params"]
+        if best is None:
+            raise ConfigError(
+                f"{variant['name']}: no trial of its study completed (all pruned or failed; see "
+                "OUT/tuning/<variant>/trial*/); nothing to train"
+            )
+        tuned["variants"][index] = apply_params(variant, best)
+        tuned["variants"][index].pop("search", None)
+    return tuned
+
+
+def spawn_workers(argv: list[str], slots: Slots) -> None:
+    """``--parallel N`` on the CPU, or one worker per GPU slot: each a ``tune --tune-only`` process on the study."""
+    processes = []
+    for slot in range(len(slots.envs)):
+        env = {**os.environ, **slots.env(slot, {}), "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "ae_lightning.tuning", *argv, "--tune-only", "--worker-index", str(slot)]
+        processes.append(subprocess.Popen(command, env=env))
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise SystemExit(max(codes))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = suite_parser("ae-lightning tune", __doc__.split("\n\n")[0])
+    parser.add_argument("--tune-only", action="store_true", help="run trials and write tuning.json; no final runs")
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by spawn_workers
+    return parse_suite_args(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says what Optuna's would
+    suite = load_suite(args.suite, args)
+    tuning = load_tuning(suite, args.suite)
+    out = args.out or Path("results") / suite["name"]
+    gpus = visible_gpus(os.environ, torch.cuda.device_count())
+    check_ddp(args, gpus)
+    suite_id = establish_suite(out, suite)
+    worker_index = args.worker_index if args.worker_index is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
+    slots = Slots(gpus, False, args.parallel, args.runs_per_gpu, usable_cpus(os.environ))
+    budget = f"{tuning['trials']} trials x {tuning['epochs']} epochs per variant"
+    print(
+        f"tuning suite {suite['name']} ({suite_id}): {budget}, {tuning['objective']}; study in {out}/tuning", flush=True
+    )
+    if args.report_only:
+        pass
+    elif args.worker_index is None and len(slots.envs) > 1:
+        spawn_workers(argv, slots)
+    else:
+        for variant in suite["variants"]:
+            tune_variant(suite, suite_id, variant, tuning, out, worker_index)
+    if args.tune_only:
+        return 0
+    wait_until_finished(suite, tuning, out)
+    summary = summarise(suite, tuning, out)
+    write_json_atomic(out / "tuning.json", summary)
+    for name, entry in summary["variants"].items():
+        if entry["trials"]:
+            print(
+                f"{name}: best {tuning['objective']['metric']} {entry['best_value']} at {entry['best_params']} "
+                f"({entry['trials']} trials, {entry['pruned']} pruned, {entry['failed']} failed)",
+                flush=True,
+            )
+    return run_suite(tuned_suite(suite, summary), args, out, gpus)
+
+
+if __name__ == "__main__":
+    from ae_lightning.cli import main as cli_main
+
+    cli_main(["tune", *sys.argv[1:]])

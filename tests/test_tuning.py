@@ -1,0 +1,206 @@
+"""``ae-lightning tune``: equal budgets, the validation split only, a study that survives a kill and is shared by
+processes, the tuned comparison, and one clear message for each bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from ae_lightning.errors import ConfigError
+from ae_lightning.runner import load_suite, parse_args
+from ae_lightning.tuning import load_tuning
+
+from datasets import IDX_FILES, write_mnist_like
+from test_cli import cli
+from test_compare import suite_file
+from wandb_records import read_run
+
+LEARNING_RATE = {"kind": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True}
+CONTRACTIVE_WEIGHT = {"kind": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True}
+
+
+def tuning_suite(tmp_path: Path, data_root: Path, **tuning) -> Path:
+    """test_compare's suite of generated MNIST, with two seeds and a tuning section; no max_epochs: the final runs
+    train as long as the trials."""
+    variants = [
+        {"name": "AE", "model": "Autoencoder"},
+        {"name": "CAE", "model": "ContractiveAutoencoder", "search": {"contractive_weight": CONTRACTIVE_WEIGHT}},
+    ]
+    settings = {
+        "trials": 3,
+        "epochs": 2,
+        "objective": {"metric": "val/mse", "direction": "minimize"},
+        "search": {"learning_rate": LEARNING_RATE},
+        **tuning,
+    }
+    return suite_file(
+        tmp_path, data_root, variants, name="tiny-tune", trainer={"accelerator": "cpu"}, seeds=[0, 1], tuning=settings
+    )
+
+
+def study_trials(out: Path, variant: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "tuning" / "study.journal")))
+    return optuna.load_study(study_name=variant, storage=storage).get_trials()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """Tuned first with the test files replaced by bytes no reader can parse (so reading them would fail), then the
+    full command with them back: the study is complete, so it goes on to the final runs without a new trial."""
+    tmp_path = tmp_path_factory.mktemp("tune")
+    data_root = tmp_path / "data"
+    raw = data_root / "MNIST" / "raw"
+    write_mnist_like(raw, n_train=1000)
+    originals = {name: (raw / name).read_bytes() for name in IDX_FILES[False]}
+    for name in IDX_FILES[False]:
+        (raw / name).write_bytes(b"not an IDX file")
+    suite = tuning_suite(tmp_path, data_root)
+    out = tmp_path / "out"
+    tune_only = cli("tune", str(suite), "--out", str(out), "--tune-only", cwd=tmp_path, timeout=600)
+    for name, content in originals.items():
+        (raw / name).write_bytes(content)
+    trials_after_tuning = {v: [t.number for t in study_trials(out, v)] for v in ("AE", "CAE")}
+    full = cli("tune", str(suite), "--out", str(out), cwd=tmp_path, timeout=900)
+    return out, tune_only, full, trials_after_tuning
+
+
+def test_tuning_never_reads_the_test_split(tuned):
+    out, tune_only, _, trials_after_tuning = tuned
+    assert tune_only.returncode == 0, tune_only.stdout[-2000:] + tune_only.stderr[-2000:]
+    for variant in ("AE", "CAE"):
+        trials = study_trials(out, variant)
+        assert [t.number for t in trials] == trials_after_tuning[variant]  # the re-run added no trial
+        assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+def test_tuned_suite_trains_each_variant_at_its_best_and_reports(tuned):
+    out, _, full, _ = tuned
+    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    tuning = json.loads((out / "tuning.json").read_text())
+    assert tuning["budget"] == {"trials": 3, "epochs": 2}
+    for variant, knobs in (("AE", {"learning_rate"}), ("CAE", {"learning_rate", "contractive_weight"})):
+        entry = tuning["variants"][variant]
+        assert entry["trials"] == 3 and entry["pruned"] + entry["failed"] <= 1
+        assert set(entry["best_params"]) == knobs
+        assert LEARNING_RATE["low"] <= entry["best_params"]["learning_rate"] <= LEARNING_RATE["high"]
+        complete = [t for t in study_trials(out, variant) if t.state == TrialState.COMPLETE]
+        assert entry["best_value"] == min(t.value for t in complete)  # the best of what ran, on validation
+        for seed in (0, 1):  # the final runs train the best configuration, as long as the trials did
+            config = yaml.safe_load((out / "runs" / variant / f"seed{seed}" / "config.yaml").read_text())
+            assert {k: config["model"]["init_args"][k] for k in knobs} == entry["best_params"]
+            assert config["trainer"]["max_epochs"] == 2
+    # seed 0 of the final AE run is the best trial again (same seed, same data, same parameters)
+    records = {(r["variant"], r["seed"]): r for r in json.loads((out / "summary.json").read_text())}
+    assert all(r["status"] == "done" for r in records.values())
+    aggregate = json.loads((out / "aggregate.json").read_text())
+    assert aggregate["CAE"]["test/mse"]["n"] == 2 and aggregate["CAE"]["test/mse"]["ci_low"] is not None
+    report = (out / "report.md").read_text()
+    assert "## Tuning" in report and "the test split was not read" in report
+    assert "| CAE |" in report and "contractive_weight = " in report
+    assert (out / "tuning_AE.png").is_file() and (out / "tuning_CAE.png").is_file()
+
+
+def test_trials_are_wandb_runs_of_their_own_group(tuned):
+    out, *_ = tuned
+    suite_id = json.loads((out / "suite.json").read_text())["suite_id"]
+    (run_dir,) = (out / "tuning" / "CAE" / "trial0" / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run["run"]["job_type"] == "tune" and run["run"]["group"] == f"{suite_id}-tune"
+    assert run["run"]["name"] == "CAE-trial0" and "contractive_weight" in run["config"]["params"]
+    assert any("val/mse" in row for row in run["history"])
+    (final,) = (out / "runs" / "CAE" / "seed0" / "wandb").glob("offline-run-*")
+    assert read_run(final)["run"]["group"] == suite_id and read_run(final)["run"]["job_type"] == "train"
+
+
+def test_a_killed_study_continues_and_two_processes_share_one(tmp_path):
+    """Killed mid-trial, the study keeps its finished trials; re-run by two processes at once (--parallel 2), they
+    finish it together: exactly the budget, the killed trial's parameters run again, both processes took trials."""
+    data_root = tmp_path / "data"
+    write_mnist_like(data_root / "MNIST" / "raw", n_train=2000)
+    suite = tuning_suite(
+        tmp_path, data_root, trials=4, epochs=3, sampler="random", search={"learning_rate": LEARNING_RATE}
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ae_lightning", "tune", str(suite), "--out", str(out), "--tune-only"]
+    first = subprocess.Popen(command + ["--only", "AE"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(line.startswith("AE trial 1:") for line in iter(first.stdout.readline, "")):
+        assert time.monotonic() < deadline and first.poll() is None
+    time.sleep(2)  # into trial 1's training
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = study_trials(out, "AE")
+    finished = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    (killed,) = [t for t in before if t.state == TrialState.RUNNING]
+    again = cli("tune", str(suite), "--out", str(out), "--tune-only", "--only", "AE", "--parallel", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    after = study_trials(out, "AE")
+    counted = [t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 4  # the budget, exactly, though two processes asked for trials
+    assert {n: v for n, v in ((t.number, t.value) for t in after) if n in finished} == finished  # not re-run
+    assert any(t.params == killed.params and t.number > killed.number for t in counted)  # the killed one, again
+    workers = {t.user_attrs["worker"] for t in counted if t.number > killed.number}
+    assert len(workers) == 2, workers
+
+
+def suite_error(tmp_path: Path, data_root: Path, key: str, value) -> str:
+    """The ConfigError of the test suite with ``key`` (dotted, list indexes as numbers) set to ``value``."""
+    path = tuning_suite(tmp_path, data_root)
+    suite = yaml.safe_load(path.read_text())
+    *parents, name = key.split(".")
+    target = suite
+    for parent in parents:
+        target = target[int(parent)] if parent.isdigit() else target[parent]
+    target[name] = value
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ConfigError) as err:
+        load_tuning(load_suite(path, parse_args([str(path)])), path)
+    return str(err.value)
+
+
+FLOAT = {"kind": "float"}
+BAD_INPUT = [
+    ("variants.1.search.contractive_wieght", CONTRACTIVE_WEIGHT, "'contractive_wieght' is not a knob of Contractive"),
+    (
+        "tuning.search.learning_rate",
+        {**FLOAT, "low": 1e-2, "high": 1e-3},
+        "low=0.01 .. high=0.001 is empty or inverted",
+    ),
+    ("tuning.search.learning_rate", {**FLOAT, "low": 1e-3, "high": 1e-3}, "is empty or inverted; give low < high"),
+    ("tuning.search.learning_rate", {"kind": "loguniform"}, "kind='loguniform' does not exist; allowed: ['categ"),
+    ("tuning.search.learning_rate", {**FLOAT, "low": 0.0, "high": 1e-2, "log": True}, "log=true needs low > 0"),
+    ("tuning.trials", 0, "tuning.trials=0: the budget must be an integer >= 1"),
+    ("tuning.epochs", -1, "tuning.epochs=-1: the budget must be an integer >= 1"),
+    ("tuning.objective", {"metric": "test/mse"}, "metric='test/mse': tuning chooses on the validation split"),
+    ("tuning.sampler", "grid", "tuning.sampler='grid'; allowed: ['random', 'tpe']"),
+    ("variants.1.search.contractive_weight", {**FLOAT, "low": -1.0, "high": 1.0}, "= -1.0 (an end of its range) is"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_INPUT)
+def test_bad_tuning_input_gets_one_clear_message(tmp_path, key, value, message):
+    data_root = tmp_path / "data"
+    write_mnist_like(data_root / "MNIST" / "raw", n_train=200)
+    assert message in suite_error(tmp_path, data_root, key, value)
+
+
+def test_an_objective_the_runs_do_not_log_stops_tuning_with_the_logged_names(tmp_path):
+    data_root = tmp_path / "data"
+    write_mnist_like(data_root / "MNIST" / "raw", n_train=300)
+    suite = tuning_suite(tmp_path, data_root, objective={"metric": "val/mse_typo"})
+    result = cli("tune", str(suite), "--out", str(tmp_path / "out"), "--only", "AE", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "tuning.objective.metric='val/mse_typo' is not logged by Autoencoder; it logs: [" in result.stderr
+    assert "'val/mse'" in result.stderr
+    # nothing counted against the budget: a corrected objective starts the study from trial 0's slot
+    assert not [t for t in study_trials(tmp_path / "out", "AE") if t.state != TrialState.FAIL]
