@@ -181,21 +181,25 @@ def build_run(spec: dict[str, Any], run_dir: Path, loggers: list[Logger], callba
     config_path = run_dir / "config.yaml"
     with atomic_path(config_path) as partial:
         partial.write_text(yaml.safe_dump(run_config(spec), sort_keys=False))
-    return run_cli(
-        [
-            "--config",
-            str(config_path),
-            "--trainer.default_root_dir",
-            str(run_dir),
-            "--checkpoint.dirpath",
-            str(run_dir / "checkpoints"),
-            "--resume_checkpoint.dirpath",
-            str(run_dir / "checkpoints"),
-        ],
-        run=False,
-        trainer_overrides={"logger": loggers, "callbacks": callbacks},
-        save_config=False,  # config.yaml above is the reproducible one
-    )
+    args = [
+        "--config",
+        str(config_path),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--checkpoint.dirpath",
+        str(run_dir / "checkpoints"),
+        "--resume_checkpoint.dirpath",
+        str(run_dir / "checkpoints"),
+    ]
+    # The arguments are all here; the process's own (`tune SUITE …`) are its launcher's, which LightningCLI would
+    # warn about. Restored before fit: DDP's launcher starts the other ranks with them.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:  # save_config=False: config.yaml above is the reproducible one
+        return run_cli(
+            args, run=False, trainer_overrides={"logger": loggers, "callbacks": callbacks}, save_config=False
+        )
+    finally:
+        sys.argv = argv
 
 
 def run(run_dir: Path) -> dict[str, Any]:

@@ -62,7 +62,7 @@ SUITE_KEYS = {
 }
 # A variant: {model: NAME, args: {…}} (short), {class_path: …, init_args: {…}} (as LightningCLI writes a model), or
 # {config: FILE} (a model config as `ae-lightning fit --config` takes; init_args beside it override its values).
-VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer", "search"}
+VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer", "search", "objective"}
 OVERRIDE_SECTIONS = ("data", "trainer", "evaluation", "wandb")  # compare --data.root DIR, --trainer.max_epochs 5…
 WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
 WANDB_MODES = ("auto", "online", "offline", "disabled")

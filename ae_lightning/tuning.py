@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,20 +152,38 @@ def distributions_of(search: Any, model: str, where: str) -> dict[str, BaseDistr
     return distributions
 
 
-def apply_params(variant: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The variant with these knob values: model arguments into ``args``, ``data.a.b`` into its ``data``."""
+def apply_params(variant: dict[str, Any], params: dict[str, Any], suite_data: dict[str, Any]) -> dict[str, Any]:
+    """The variant with these knob values: model arguments into ``args``, ``data.a.b`` into its ``data`` (a
+    mapping such as data.noise starts from the variant's, else the suite's, and changes only the tuned key)."""
     variant = copy.deepcopy(variant)
     for knob, value in params.items():
         if knob.startswith("data."):
             *parents, name = knob.split(".")[1:]
-            target = variant.setdefault("data", {})
-            for parent in parents:  # data.noise.level: the run's data.noise is the suite's, with level changed
-                target[parent] = dict(target.get(parent) or {})
+            target, base = variant.setdefault("data", {}), suite_data
+            for parent in parents:
+                base = base.get(parent) if isinstance(base, dict) else None
+                target[parent] = {**(base or {}), **(target.get(parent) or {})}
                 target = target[parent]
             target[name] = value
         else:
             variant.setdefault("args", {})[knob] = value
     return variant
+
+
+def objective_of(objective: Any, where: str) -> dict[str, str]:
+    if isinstance(objective, str):
+        objective = {"metric": objective}
+    check_keys(objective or {}, {"metric", "direction"}, where)
+    objective = {"direction": "minimize", **(objective or {})}
+    metric = objective.get("metric")
+    if not isinstance(metric, str) or not metric.startswith("val/"):
+        raise ConfigError(
+            f"{where}.metric={metric!r}: tuning chooses on the validation split; give a val/ metric the runs log "
+            "(val/mse, val/loss or a variant's val/<term>)"
+        )
+    if objective["direction"] not in DIRECTIONS:
+        raise ConfigError(f"{where}.direction={objective['direction']!r}; allowed: {list(DIRECTIONS)}")
+    return objective
 
 
 def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -179,27 +198,14 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
         value = tuning.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"tuning.{key}={value!r}: the budget must be an integer >= 1")
-    objective = tuning.get("objective")
-    if isinstance(objective, str):
-        objective = {"metric": objective}
-    check_keys(objective or {}, {"metric", "direction"}, "tuning.objective")
-    objective = {"direction": "minimize", **(objective or {})}
-    metric = objective.get("metric")
-    if not isinstance(metric, str) or not metric.startswith("val/"):
-        raise ConfigError(
-            f"tuning.objective.metric={metric!r}: tuning chooses on the validation split; give a val/ metric the "
-            "runs log (val/mse, val/loss or a variant's val/<term>)"
-        )
-    if objective["direction"] not in DIRECTIONS:
-        raise ConfigError(f"tuning.objective.direction={objective['direction']!r}; allowed: {list(DIRECTIONS)}")
-    tuning["objective"] = objective
+    tuning["objective"] = objective_of(tuning.get("objective"), "tuning.objective")
     if tuning["sampler"] not in SAMPLERS:
         raise ConfigError(f"tuning.sampler={tuning['sampler']!r}; allowed: {sorted(SAMPLERS)}")
     if tuning["pruner"] not in PRUNERS:
         raise ConfigError(f"tuning.pruner={tuning['pruner']!r}; allowed: {sorted(PRUNERS)}")
     if not (isinstance(tuning["stale_after_minutes"], (int, float)) and tuning["stale_after_minutes"] > 0):
         raise ConfigError(f"tuning.stale_after_minutes={tuning['stale_after_minutes']!r} must be > 0")
-    tuning["spaces"] = {}
+    tuning["spaces"], tuning["objectives"] = {}, {}
     for number, variant in enumerate(suite["variants"]):
         where = f"variants[{number}] ({variant['name']}).search"
         shared = distributions_of(tuning.get("search"), variant["model"], "tuning.search")
@@ -211,7 +217,7 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
                 else (distribution.low, distribution.high)
             )
             for value in ends:
-                candidate = apply_params(variant, {knob: value})
+                candidate = apply_params(variant, {knob: value}, suite["data"])
                 data = {**suite["data"], **(candidate.get("data") or {})}
                 try:
                     datamodule = ImageDataModule(**data)
@@ -219,6 +225,11 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
                 except (ConfigError, TypeError, ValueError) as err:
                     raise ConfigError(f"{where}.{knob} = {value!r} (an end of its range) is not valid: {err}") from None
         tuning["spaces"][variant["name"]] = space
+        objective = variant.get("objective")  # a variant may be judged on its own objective, e.g. a VAE's val/loss
+        where = f"variants[{number}] ({variant['name']}).objective"
+        tuning["objectives"][variant["name"]] = (
+            tuning["objective"] if objective is None else objective_of(objective, where)
+        )
     return tuning
 
 
@@ -298,7 +309,7 @@ def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: in
         study_name=variant,
         storage=storage,
         load_if_exists=True,
-        direction=tuning["objective"]["direction"],
+        direction=tuning["objectives"][variant]["direction"],
         pruner=PRUNERS[tuning["pruner"]](tuning["epochs"]),
     )
     # Each process, and each restart of one, draws its own stream (seeded by the tuning seed, the worker and the
@@ -311,7 +322,7 @@ def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: in
 def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict[str, Any]) -> dict:
     """A trial's run spec, as ``plan_runs`` writes a run's: one device, the tuning seed and epochs."""
     trainer = {"accelerator": "auto", **suite["trainer"], **(variant.get("trainer") or {})}
-    trainer.update(devices=1, max_epochs=tuning["epochs"])
+    trainer.update(devices=1, max_epochs=tuning["epochs"], enable_model_summary=False)
     trainer.pop("strategy", None)  # a trial runs in this process; several GPUs serve several trials at once
     return {
         "suite_id": suite_id,
@@ -330,7 +341,7 @@ def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tu
 def run_trial(
     trial: optuna.Trial, suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict, out: Path
 ) -> float:
-    spec = trial_spec(suite, suite_id, apply_params(variant, trial.params), tuning)
+    spec = trial_spec(suite, suite_id, apply_params(variant, trial.params, suite["data"]), tuning)
     directory = out / "tuning" / variant["name"] / f"trial{trial.number}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -344,7 +355,7 @@ def run_trial(
     )
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    pruning = OptunaPruning(trial, tuning["objective"]["metric"])
+    pruning = OptunaPruning(trial, tuning["objectives"][variant["name"]]["metric"])
     cli = build_run(spec, directory, loggers, [pruning, EpochLine()])
     cli.datamodule.read_test = False  # the test split is never read while tuning
     try:
@@ -406,7 +417,8 @@ def tune_variant(
             study.tell(trial, state=TrialState.FAIL)
             continue
         study.tell(trial, value)
-        print(f"{variant['name']} trial {trial.number}: {tuning['objective']['metric']} {value:.5g}", flush=True)
+        metric = tuning["objectives"][variant["name"]]["metric"]
+        print(f"{variant['name']} trial {trial.number}: {metric} {value:.5g}", flush=True)
 
 
 def wait_until_finished(suite: dict[str, Any], tuning: dict, out: Path) -> None:
@@ -429,11 +441,13 @@ def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
         space = tuning["spaces"][variant["name"]]
         if not space:
             summary[variant["name"]] = {"best_params": {}, "best_value": None, "trials": 0, "pruned": 0, "failed": 0}
+            summary[variant["name"]]["objective"] = tuning["objectives"][variant["name"]]
             continue
         study = open_study(out, variant["name"], tuning, 0)
         trials = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s)]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         entry: dict[str, Any] = {
+            "objective": tuning["objectives"][variant["name"]],
             "best_params": study.best_params if complete else None,
             "best_value": study.best_value if complete else None,
             "trials": len(trials),
@@ -473,7 +487,7 @@ def tuned_suite(suite: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
                 f"{variant['name']}: no trial of its study completed (all pruned or failed; see "
                 "OUT/tuning/<variant>/trial*/); nothing to train"
             )
-        tuned["variants"][index] = apply_params(variant, best)
+        tuned["variants"][index] = apply_params(variant, best, suite["data"])
         tuned["variants"][index].pop("search", None)
     return tuned
 
@@ -501,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says what Optuna's would
+    warnings.filterwarnings("ignore", category=UserWarning, module="(pytorch_lightning|lightning_fabric)")
+    os.environ.setdefault("WANDB_SILENT", "true")  # a trial's W&B lines would drown its own; the sync hint is below
     suite = load_suite(args.suite, args)
     tuning = load_tuning(suite, args.suite)
     out = args.out or Path("results") / suite["name"]
@@ -528,10 +544,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in summary["variants"].items():
         if entry["trials"]:
             print(
-                f"{name}: best {tuning['objective']['metric']} {entry['best_value']} at {entry['best_params']} "
+                f"{name}: best {entry['objective']['metric']} {entry['best_value']} at {entry['best_params']} "
                 f"({entry['trials']} trials, {entry['pruned']} pruned, {entry['failed']} failed)",
                 flush=True,
             )
+    if suite["wandb"]["mode"] == "offline":
+        print(f"W&B trial runs are offline; upload them with: wandb sync {out}/tuning/*/trial*/wandb/offline-run-*")
     return run_suite(tuned_suite(suite, summary), args, out, gpus)
 
 

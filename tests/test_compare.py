@@ -233,9 +233,12 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
 
     from ae_lightning import VARIANTS, ImageDataModule
     from ae_lightning.runner import load_suite, plan_runs
+    from ae_lightning.tuning import load_tuning
 
     overrides = Namespace(epochs=None, data_root=str(data_root), seeds=[0], wandb="disabled", only=None)
     suite = load_suite(suite_path, overrides)
+    if "tuning" in suite:  # its search spaces too: both ends of every range build a valid variant
+        assert load_tuning(suite, suite_path)["spaces"], suite_path
     for run in plan_runs(suite, "test", tmp_path, ddp=False):
         spec = run.spec
         dm = ImageDataModule(**{**spec["data"], "val_size": 50, "download": False})

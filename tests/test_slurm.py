@@ -146,6 +146,45 @@ def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
     assert "| AE |" in (out / "report.md").read_text() and (out / "metrics.png").is_file()
 
 
+def test_tuning_as_an_array_job_shares_one_study(cluster, data_root, tmp_path):
+    """Two array tasks work on one study (exactly the budget between them), then the final job trains the best."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    variants = [{"name": "AE", "model": "Autoencoder"}]
+    search = {"learning_rate": {"kind": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True}}
+    tuning = {"trials": 4, "epochs": 1, "objective": "val/mse", "sampler": "random", "search": search}
+    write_small_suite(
+        tmp_path / "suite.yaml", data_root, "tune", variants, epochs=1, wandb_mode="disabled", tuning=tuning
+    )
+    env = {**cluster, "SBATCH_ARGS": "--cpus-per-task=1"}
+    submitted = subprocess.run(
+        ["bash", str(SLURM / "submit_tune.sh"), "suite.yaml", "out", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    final_job = submitted.stdout.split("report job ")[1].split(";")[0]
+    wait_gone(env, final_job)
+    out = tmp_path / "out"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "tuning" / "study.journal")))
+    trials = optuna.load_study(study_name="AE", storage=storage).get_trials()
+    counted = [t for t in trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len(counted) == 4, [(t.number, t.state) for t in trials]
+    assert len({t.user_attrs["worker"] for t in counted}) == 2  # both array tasks took trials
+    tuning_json = json.loads((out / "tuning.json").read_text())
+    assert tuning_json["variants"]["AE"]["trials"] == 4
+    records = json.loads((out / "summary.json").read_text())
+    assert [(r["variant"], r["status"]) for r in records] == [("AE", "done")]
+    bad = subprocess.run(
+        ["bash", str(SLURM / "submit_tune.sh"), "suite.yaml", "out", "0"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert bad.returncode == 2 and b"workers=0 must be a positive integer" in bad.stderr
+
+
 def submit_once_checkpointed(env: dict, tmp_path: Path, sbatch: list[str], args: list[str]) -> str:
     """Submit run.sbatch and return its job id once the run has written a checkpoint (so there is a step to lose)."""
     job = submit(env, tmp_path, *sbatch, str(SLURM / "run.sbatch"), *args)

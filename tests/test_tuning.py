@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from ae_lightning.errors import ConfigError
 from ae_lightning.runner import load_suite, parse_args
-from ae_lightning.tuning import load_tuning
+from ae_lightning.tuning import apply_params, load_tuning
 
 from datasets import IDX_FILES, write_mnist_like
 from test_cli import cli
@@ -34,7 +34,12 @@ def tuning_suite(tmp_path: Path, data_root: Path, **tuning) -> Path:
     train as long as the trials."""
     variants = [
         {"name": "AE", "model": "Autoencoder"},
-        {"name": "CAE", "model": "ContractiveAutoencoder", "search": {"contractive_weight": CONTRACTIVE_WEIGHT}},
+        {
+            "name": "CAE",
+            "model": "ContractiveAutoencoder",
+            "search": {"contractive_weight": CONTRACTIVE_WEIGHT},
+            "objective": {"metric": "val/loss"},  # its own objective: reconstruction + λ‖J‖²
+        },
     ]
     settings = {
         "trials": 3,
@@ -88,6 +93,8 @@ def test_tuned_suite_trains_each_variant_at_its_best_and_reports(tuned):
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     tuning = json.loads((out / "tuning.json").read_text())
     assert tuning["budget"] == {"trials": 3, "epochs": 2}
+    assert tuning["variants"]["AE"]["objective"]["metric"] == "val/mse"
+    assert tuning["variants"]["CAE"]["objective"]["metric"] == "val/loss"
     for variant, knobs in (("AE", {"learning_rate"}), ("CAE", {"learning_rate", "contractive_weight"})):
         entry = tuning["variants"][variant]
         assert entry["trials"] == 3 and entry["pruned"] + entry["failed"] <= 1
@@ -106,7 +113,7 @@ def test_tuned_suite_trains_each_variant_at_its_best_and_reports(tuned):
     assert aggregate["CAE"]["test/mse"]["n"] == 2 and aggregate["CAE"]["test/mse"]["ci_low"] is not None
     report = (out / "report.md").read_text()
     assert "## Tuning" in report and "the test split was not read" in report
-    assert "| CAE |" in report and "contractive_weight = " in report
+    assert "| CAE | val/loss ↓ |" in report and "contractive_weight = " in report
     assert (out / "tuning_AE.png").is_file() and (out / "tuning_CAE.png").is_file()
 
 
@@ -183,6 +190,7 @@ BAD_INPUT = [
     ("tuning.epochs", -1, "tuning.epochs=-1: the budget must be an integer >= 1"),
     ("tuning.objective", {"metric": "test/mse"}, "metric='test/mse': tuning chooses on the validation split"),
     ("tuning.sampler", "grid", "tuning.sampler='grid'; allowed: ['random', 'tpe']"),
+    ("variants.1.objective", {"metric": "val/loss", "direction": "up"}, "(CAE).objective.direction='up'; allowed"),
     ("variants.1.search.contractive_weight", {**FLOAT, "low": -1.0, "high": 1.0}, "= -1.0 (an end of its range) is"),
 ]
 
@@ -204,3 +212,11 @@ def test_an_objective_the_runs_do_not_log_stops_tuning_with_the_logged_names(tmp
     assert "'val/mse'" in result.stderr
     # nothing counted against the budget: a corrected objective starts the study from trial 0's slot
     assert not [t for t in study_trials(tmp_path / "out", "AE") if t.state != TrialState.FAIL]
+
+
+def test_a_tuned_data_key_changes_only_that_key():
+    variant = {"name": "DAE", "model": "DenoisingAutoencoder", "args": {"latent_dim": 8}}
+    suite_data = {"name": "mnist", "noise": {"kind": "masking", "level": 0.5}}
+    tuned = apply_params(variant, {"data.noise.level": 0.2, "learning_rate": 1e-3}, suite_data)
+    assert tuned["data"] == {"noise": {"kind": "masking", "level": 0.2}}  # the suite's kind, the tuned level
+    assert tuned["args"] == {"latent_dim": 8, "learning_rate": 1e-3} and variant["args"] == {"latent_dim": 8}

@@ -441,27 +441,28 @@ def tuning_section(out: Path) -> list[str]:
     if not path.is_file():
         return []
     tuning = json.loads(path.read_text())
-    objective, budget = tuning["objective"], tuning["budget"]
+    budget = tuning["budget"]
     lines = [
         "## Tuning",
         "",
         f"Every variant tuned at the same budget: {budget['trials']} trials of {budget['epochs']} epoch(s), "
-        f"{tuning['sampler']} sampler, {tuning['pruner']} pruner, objective {objective['metric']} "
-        f"({objective['direction']}) on the validation split; the test split was not read. The best configuration "
-        "of each variant was then trained over the seeds below.",
+        f"{tuning['sampler']} sampler, {tuning['pruner']} pruner, each on its objective below, measured on the "
+        "validation split; the test split was not read. The best configuration of each variant was then trained "
+        "over the seeds below.",
         "",
-        "| variant | best value | best parameters | trials | pruned | failed |",
-        "|---|---|---|---|---|---|",
+        "| variant | objective | best value | best parameters | trials | pruned | failed |",
+        "|---|---|---|---|---|---|---|",
     ]
     figures = []
     for name, entry in tuning["variants"].items():
-        best = entry["best_value"]
+        best, objective = entry["best_value"], entry["objective"]
         params = ", ".join(
             f"{k} = {format_number(v) if isinstance(v, float) else v}" for k, v in (entry["best_params"] or {}).items()
         )
+        arrow = "↓" if objective["direction"] == "minimize" else "↑"
         lines.append(
-            f"| {name} | {'–' if best is None else format_number(best)} | {params or 'not tuned'} | "
-            f"{entry['trials']} | {entry['pruned']} | {entry['failed']} |"
+            f"| {name} | {objective['metric']} {arrow} | {'–' if best is None else format_number(best)} | "
+            f"{params or 'not tuned'} | {entry['trials']} | {entry['pruned']} | {entry['failed']} |"
         )
         if entry.get("history"):
             figure = f"tuning_{name}.png"
