@@ -65,6 +65,15 @@ def wait_gone(env: dict, job: str, timeout: float = 600) -> None:
         time.sleep(1)
 
 
+def submit_script(env: dict, cwd: Path, script: str, *args: str) -> str:
+    """Run one of scripts/slurm/submit_*.sh; its output line (job ids, where the results go)."""
+    result = subprocess.run(
+        ["bash", str(SLURM / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def fit_args(data_root: Path, *extra: str) -> list[str]:
     return [
         "fit",
@@ -123,18 +132,9 @@ def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
     variants = [{"name": "AE", "model": "Autoencoder"}, {"name": "VAE", "model": "VariationalAutoencoder"}]
     write_small_suite(tmp_path / "suite.yaml", data_root, "array", variants, epochs=2, wandb_mode="offline")
     env = {**cluster, "SBATCH_ARGS": "--cpus-per-task=1"}
-    submitted = subprocess.run(
-        ["bash", str(SLURM / "submit_suite.sh"), "suite.yaml", "out"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    assert "(2 runs)" in submitted.stdout
-    report_job = submitted.stdout.split("report job ")[1].split(";")[0]
-    wait_gone(env, report_job)
+    submitted = submit_script(env, tmp_path, "submit_suite.sh", "suite.yaml", "out")
+    assert "(2 runs)" in submitted
+    wait_gone(env, submitted.split("report job ")[1].split(";")[0])
     out = tmp_path / "out"
     records = json.loads((out / "summary.json").read_text())
     assert [(r["variant"], r["status"]) for r in records] == [("AE", "done"), ("VAE", "done")]
@@ -158,17 +158,8 @@ def test_tuning_as_an_array_job_shares_one_study(cluster, data_root, tmp_path):
         tmp_path / "suite.yaml", data_root, "tune", variants, epochs=1, wandb_mode="disabled", tuning=tuning
     )
     env = {**cluster, "SBATCH_ARGS": "--cpus-per-task=1"}
-    submitted = subprocess.run(
-        ["bash", str(SLURM / "submit_tune.sh"), "suite.yaml", "out", "2"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    final_job = submitted.stdout.split("report job ")[1].split(";")[0]
-    wait_gone(env, final_job)
+    submitted = submit_script(env, tmp_path, "submit_tune.sh", "suite.yaml", "out", "2")
+    wait_gone(env, submitted.split("report job ")[1].split(";")[0])
     out = tmp_path / "out"
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "tuning" / "study.journal")))
     trials = optuna.load_study(study_name="AE", storage=storage).get_trials()
