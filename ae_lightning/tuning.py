@@ -240,6 +240,16 @@ class OptunaPruning(pl.Callback):
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric, self.values = trial, metric, []
+        self.last_heartbeat = time.time()
+
+    def beat(self) -> None:
+        """Tell processes sharing the study this trial is alive (they reclaim trials silent too long)."""
+        self.last_heartbeat = time.time()
+        self.trial.set_user_attr("heartbeat", self.last_heartbeat)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if time.time() - self.last_heartbeat > 60:  # long epochs: a heartbeat a minute, not only per epoch
+            self.beat()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -254,7 +264,7 @@ class OptunaPruning(pl.Callback):
         value = float(metrics[self.metric])
         self.values.append(value)
         self.trial.report(value, step=trainer.current_epoch)
-        self.trial.set_user_attr("heartbeat", time.time())
+        self.beat()
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: {self.metric} {value:.4g}")
 
@@ -264,7 +274,8 @@ def worker_name() -> str:
 
 
 def is_stale(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
-    """A running trial whose process is gone: dead on this host, or silent (no epoch) for ``stale_after_s``."""
+    """A running trial whose process is gone: dead on this host, or silent (no heartbeat, sent every minute while it
+    trains) for ``stale_after_s`` — a process on another host that was killed or preempted."""
     host, _, pid = str(trial.user_attrs.get("worker", ":")).rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:

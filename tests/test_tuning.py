@@ -220,3 +220,22 @@ def test_a_tuned_data_key_changes_only_that_key():
     tuned = apply_params(variant, {"data.noise.level": 0.2, "learning_rate": 1e-3}, suite_data)
     assert tuned["data"] == {"noise": {"kind": "masking", "level": 0.2}}  # the suite's kind, the tuned level
     assert tuned["args"] == {"latent_dim": 8, "learning_rate": 1e-3} and variant["args"] == {"latent_dim": 8}
+
+
+def test_a_trial_is_stale_when_its_process_is_gone_or_silent():
+    import os
+    import socket
+
+    from ae_lightning.tuning import counts, is_stale
+
+    def running(worker: str, heartbeat: float):
+        attrs = {"worker": worker, "heartbeat": heartbeat}
+        return optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+
+    here, now = socket.gethostname(), time.time()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert not is_stale(running(f"{here}:{os.getpid()}", now), 1800)  # alive here, beating
+    assert is_stale(running(f"{here}:{int(dead.stdout)}", now), 1800)  # its process has exited: at once
+    assert not is_stale(running("elsewhere:1", now - 600), 1800)  # another host: trusted while it beats
+    assert is_stale(running("elsewhere:1", now - 3600), 1800)  # silent for an hour: reclaimed
+    assert not counts(running("elsewhere:1", now - 3600), 1800) and counts(running("elsewhere:1", now), 1800)
