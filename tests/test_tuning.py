@@ -129,6 +129,7 @@ def test_trials_are_wandb_runs_of_their_own_group(tuned):
     assert read_run(final)["run"]["group"] == suite_id and read_run(final)["run"]["job_type"] == "train"
 
 
+@pytest.mark.slow  # about a minute of trials; CI runs it
 def test_a_killed_study_continues_and_two_processes_share_one(tmp_path):
     """Killed mid-trial, the study keeps its finished trials; re-run by two processes at once (--parallel 2), they
     finish it together: exactly the budget, the killed trial's parameters run again, both processes took trials."""
