@@ -198,26 +198,30 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
     return suite
 
 
+def run_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What one run of ``variant`` trains (its spec.json): the suite's sections with the variant's on top."""
+    return {
+        "suite_id": suite_id,
+        "suite_name": suite["name"],
+        "variant": variant["name"],
+        "model": variant["model"],
+        "model_args": variant.get("args") or {},
+        "seed": seed,
+        "data": {**suite["data"], **(variant.get("data") or {})},
+        "trainer": {"accelerator": "auto", "devices": 1, **suite["trainer"], **(variant.get("trainer") or {})},
+        "wandb": suite["wandb"],
+        "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS),
+    }
+
+
 def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, ddp: bool) -> list[Run]:
     runs = []
     for variant in suite["variants"]:
         for seed in suite["seeds"]:
-            trainer = {"accelerator": "auto", "devices": 1, **suite["trainer"], **(variant.get("trainer") or {})}
+            spec = run_spec(suite, suite_id, variant, seed)
             if ddp:
-                trainer.update(devices=-1, strategy="ddp")
-            spec = {
-                "suite_id": suite_id,
-                "suite_name": suite["name"],
-                "variant": variant["name"],
-                "model": variant["model"],
-                "model_args": variant.get("args") or {},
-                "seed": seed,
-                "data": {**suite["data"], **(variant.get("data") or {})},
-                "trainer": trainer,
-                "evaluation": {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)},
-                "wandb": suite["wandb"],
-                "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS),
-            }
+                spec["trainer"].update(devices=-1, strategy="ddp")
+            spec["evaluation"] = {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)}
             directory = out / "runs" / variant["name"] / f"seed{seed}"
             runs.append(Run(variant["name"], seed, spec, directory, index=len(runs) + 1))
     return runs

@@ -70,6 +70,7 @@ from ae_lightning.runner import (
     establish_suite,
     load_suite,
     parse_suite_args,
+    run_spec,
     run_suite,
     suite_parser,
 )
@@ -332,21 +333,11 @@ def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: in
 
 def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict[str, Any]) -> dict:
     """A trial's run spec, as ``plan_runs`` writes a run's: one device, the tuning seed and epochs."""
-    trainer = {"accelerator": "auto", **suite["trainer"], **(variant.get("trainer") or {})}
-    trainer.update(devices=1, max_epochs=tuning["epochs"], enable_model_summary=False)
-    trainer.pop("strategy", None)  # a trial runs in this process; several GPUs serve several trials at once
-    return {
-        "suite_id": suite_id,
-        "suite_name": suite["name"],
-        "variant": variant["name"],
-        "model": variant["model"],
-        "model_args": variant.get("args") or {},
-        "seed": tuning["seed"],
-        "data": {**suite["data"], **(variant.get("data") or {})},
-        "trainer": trainer,
-        "wandb": suite["wandb"],
-        "checkpoint_every_n_steps": 10**9,  # a trial that dies runs again from the start
-    }
+    spec = run_spec(suite, suite_id, variant, tuning["seed"])
+    spec["trainer"].update(devices=1, max_epochs=tuning["epochs"], enable_model_summary=False)
+    spec["trainer"].pop("strategy", None)  # a trial runs in this process; several GPUs serve several trials at once
+    spec["checkpoint_every_n_steps"] = 10**9  # a trial that dies runs again from the start
+    return spec
 
 
 def run_trial(
@@ -540,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tuning suite {suite['name']} ({suite_id}): {budget}, {tuning['objective']}; study in {out}/tuning", flush=True
     )
-    if args.report_only:
+    if args.report_only:  # no trials: summarise the study and write the report from finished runs
         pass
     elif args.worker_index is None and len(slots.envs) > 1:
         spawn_workers(argv, slots)
