@@ -111,14 +111,3 @@ class HostCopy:
         if self.ready is not None:
             self.ready.synchronize()
         return self.host.item()
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s training stream: ``seed`` itself on rank 0 (one process draws exactly what it
-    always drew), a distinct well-mixed seed on every other rank (so ranks draw different noise, dropout masks and
-    VAE ε)."""
-    if rank == 0:
-        return seed
-    mixed = (seed * 0x9E3779B97F4A7C15 + rank * 0xBF58476D1CE4E5B9) % 2**64
-    mixed ^= mixed >> 31
-    return mixed % 2**63

@@ -29,7 +29,7 @@ from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheck
 from ae_lightning.cli import run_cli
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
-from ae_lightning.evaluation.battery import EvaluationSettings, evaluate
+from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, evaluate
 from ae_lightning.evaluation.views import write_latent_views
 from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
@@ -124,8 +124,7 @@ def save_examples(
 ) -> None:
     """The first test images, their fixed corruption and the model's reconstructions of both, for the report."""
     clean = datamodule.splits["test"].images[:EXAMPLE_IMAGES].float() / 255
-    generator = torch.Generator().manual_seed(settings.noise_seed)
-    noisy = settings.noise(clean, generator=generator)
+    noisy = settings.noise(clean, generator=battery_noise_generator(settings))
     model.eval()
     examples = {
         "clean": clean,

@@ -14,7 +14,7 @@ import torch
 
 from ae_lightning import Autoencoder, ImageDataModule
 from ae_lightning.callbacks import FitMeter, ResumeCheckpoint
-from ae_lightning.devices import HostCopy, evaluation_device, rank_seed, usable_cpus, visible_gpus
+from ae_lightning.devices import HostCopy, evaluation_device, usable_cpus, visible_gpus
 from ae_lightning.errors import ConfigError
 from ae_lightning.runner import Slots, processes_per_run
 
@@ -102,13 +102,6 @@ def test_host_copy_waits_for_its_event_before_reading():
     assert copy.value() != copy.value()  # NaN read back
     assert event.calls[:2] == ["record", "synchronize"]  # waited before the first read
     assert HostCopy(torch.tensor(2.5)).value() == 2.5  # on the CPU no event is needed
-
-
-def test_rank_seeds():
-    assert rank_seed(7, 0) == 7  # rank 0: the stream one process draws
-    seeds = {rank_seed(seed, rank) for seed in range(5) for rank in range(1, 9)}
-    assert len(seeds) == 40 and not seeds & set(range(5))
-    assert all(0 <= seed < 2**63 for seed in seeds)
 
 
 def test_fit_meter_counts_only_the_resumed_segment(data_root, tmp_path):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ae_lightning import seeding
 from ae_lightning.data import sources
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
 from ae_lightning.errors import ConfigError
@@ -52,7 +53,7 @@ class EpochPermutation:
 
     def indices(self) -> Tensor:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = torch.randperm(self.size, generator=seeding.generator(self.seed, "order", self.epoch))
             # Training: every rank gets the same number of batches (DDP needs it), disjoint shares.
             order = order[: self.size - self.size % self.world_size]
         else:
@@ -177,7 +178,7 @@ class WorkerLoader(InMemoryLoader):
             persistent_workers=num_workers > 0,
             # Its own generator for the workers' base seed: drawing it from torch's global one would shift the
             # training noise and dropout draws (and break exact resume); the batches themselves are not random.
-            generator=torch.Generator().manual_seed(sampler.seed),
+            generator=seeding.generator(sampler.seed, "loader_workers"),
         )
 
     def __iter__(self) -> Iterator[Batch]:
@@ -309,7 +310,7 @@ class ImageDataModule(pl.LightningDataModule):
                 test_size = self.test_size or max(1, len(images) // 10)
                 if test_size >= len(images):
                     raise ConfigError(f"data.test_size={test_size} must be smaller than the {len(images)} images")
-                order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed + 7))
+                order = torch.randperm(len(images), generator=seeding.generator(self.seed, "test_split"))
                 test_images, test_labels = images[order[:test_size]], labels[order[:test_size]]
                 images, labels = images[order[test_size:]], labels[order[test_size:]]
             self._own_data = (images, labels, test_images, test_labels)
@@ -329,7 +330,7 @@ class ImageDataModule(pl.LightningDataModule):
                 test_images, test_labels = sources.load_split(self.name, self.root, train=False)
         if self.val_size >= len(images):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        order = torch.randperm(len(images), generator=seeding.generator(self.seed, "split"))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
         train_images = self._binarized(images[train_idx], offset=3, fixed=self.binarize != "dynamic")
         val_images = self._binarized(images[val_idx], offset=4)
@@ -346,12 +347,12 @@ class ImageDataModule(pl.LightningDataModule):
         a fresh draw every step."""
         if self.binarize == "none" or not fixed:
             return images
-        return binarize_images(images, self.binarize, torch.Generator().manual_seed(self.seed * 1000 + offset))
+        return binarize_images(images, self.binarize, seeding.generator(self.seed, "binarize", offset))
 
     def _eval_corruption(self, images: Tensor, offset: int) -> Tensor | None:
         if self.noise is None:
             return None
-        generator = torch.Generator().manual_seed(self.seed * 1000 + offset)
+        generator = seeding.generator(self.seed, "eval_noise", offset)
         return self.noise(images.float().div_(255), generator=generator)
 
     def _loader(self, split: str, shuffle: bool) -> InMemoryLoader:

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
-from ae_lightning.evaluation.generative import domain_classifier, frechet_distance, inception_fid
+from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasPosterior, Samples
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
@@ -60,18 +61,42 @@ class EvaluationSettings:
     """How much of the test set the costly metrics use (None = all of it)."""
 
     noise: Noise = Noise("gaussian", 0.3)  # the corruption for test/noisy_*: the suite's, else Gaussian σ = 0.3
-    noise_seed: int = 0
+    noise_seed: int = 0  # the test images' fixed corruption for test/noisy_* (a suite sets its data.seed)
     batch_size: int = 500
     probe_train_samples: int | None = None  # codes of this many train images fit the probe
     probe_steps: int = 200
     probe_l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 strengths the probe chooses among
+    probe_seed: int = 0  # seeds the held-out fifth of training codes on which the probe's L2 strength is chosen
     knn_neighbours: int = 5
+    sparsity_threshold: float = 1e-3  # test/code_sparsity: a unit |z| below this counts as inactive
+    sigmoid_sparsity_threshold: float = 0.05  # … and a sigmoid code (in [0, 1]) below this
+    active_unit_variance: float = 0.01  # Burda et al.'s active unit: Var_x(E_q[z_j]) above this
     jacobian_samples: int | None = 1000
     iw_samples: int = 1000  # k importance samples per image for test/nll_iw
     iw_images: int | None = None
     device: str | None = None  # where the battery runs; None: the device the run trained on
     gen_samples: int = 5000  # prior samples (and test images) the Fréchet distances compare: they move with it
     fid_inception: bool = True  # try torchmetrics' Inception FID (skipped with one line where it cannot run)
+    classifier_epochs: int = 3  # the domain classifier of gen/fd_domain: epochs over the training split …
+    classifier_min_steps: int = 600  # … or more, until this many steps (small datasets)
+    classifier_batch_size: int = 256
+    classifier_learning_rate: float = 1e-3
+    classifier_seed: int = 0
+
+
+def battery_noise_generator(settings: EvaluationSettings) -> torch.Generator:
+    """The generator of the test images' fixed corruption for test/noisy_* (the report's examples use it too)."""
+    return seeding.generator(settings.noise_seed, "eval_noise", 3)
+
+
+def classifier_settings(settings: EvaluationSettings) -> ClassifierSettings:
+    return ClassifierSettings(
+        epochs=settings.classifier_epochs,
+        min_steps=settings.classifier_min_steps,
+        batch_size=settings.classifier_batch_size,
+        learning_rate=settings.classifier_learning_rate,
+        seed=settings.classifier_seed,
+    )
 
 
 def batches(images: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
@@ -144,13 +169,14 @@ def linear_probe(
     test_labels: Tensor,
     steps: int = 200,
     l2_grid: tuple[float, ...] = EvaluationSettings.probe_l2_grid,
+    seed: int = EvaluationSettings.probe_seed,
 ) -> tuple[float, float]:
     """(test accuracy, chosen L2) of logistic regression on standardised frozen codes. The L2 strength is chosen
     on a held-out fifth of the training codes (seeded split); the probe is then refit on all training codes with it
     and scored once on the test codes, which never take part in the choice."""
     train_x, test_x = standardise(train_codes, test_codes)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).to(train_x.device)
+    order = torch.randperm(len(train_x), generator=seeding.generator(seed, "probe_split")).to(train_x.device)
     held_out, fit_part = order[: len(order) // 5], order[len(order) // 5 :]
     scores = {}
     for l2 in l2_grid:
@@ -176,8 +202,14 @@ def knn_accuracy(
     return correct / len(test_x)
 
 
-def code_sparsity(codes: Tensor, sigmoid_codes: bool) -> float:
-    inactive = codes < 0.05 if sigmoid_codes else codes.abs() < 1e-3
+def code_sparsity(
+    codes: Tensor,
+    sigmoid_codes: bool,
+    threshold: float = EvaluationSettings.sparsity_threshold,
+    sigmoid_threshold: float = EvaluationSettings.sigmoid_sparsity_threshold,
+) -> float:
+    """Fraction of code entries that are inactive: |z| < ``threshold`` (sigmoid codes: z < ``sigmoid_threshold``)."""
+    inactive = codes < sigmoid_threshold if sigmoid_codes else codes.abs() < threshold
     return inactive.float().mean().item()
 
 
@@ -206,7 +238,7 @@ def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSetting
         elbos.append(elbo)
     for x in batches(iw_images, max(1, settings.batch_size // 50), model.device):
         nlls.append(-importance_weighted_log_likelihood(model, x, settings.iw_samples))
-    active = torch.cat(means).var(dim=0) > 0.01
+    active = torch.cat(means).var(dim=0) > settings.active_unit_variance
     return {
         "test/elbo": torch.cat(elbos).mean().item(),
         "test/nll_iw": torch.cat(nlls).mean().item(),
@@ -243,7 +275,13 @@ def probe_metrics(
     device = train_features.device
     train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     linear, l2 = linear_probe(
-        train_features, train_labels, test_features, test_labels, settings.probe_steps, settings.probe_l2_grid
+        train_features,
+        train_labels,
+        test_features,
+        test_labels,
+        settings.probe_steps,
+        settings.probe_l2_grid,
+        settings.probe_seed,
     )
     knn = knn_accuracy(train_features, train_labels, test_features, test_labels, settings.knn_neighbours)
     return {"probe/accuracy": linear, "probe/l2": l2, "probe/knn_accuracy": knn}
@@ -275,7 +313,7 @@ def evaluate(
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
     that sample, with the domain classifier cached in ``classifier_cache``)."""
     model.eval()
-    generator = torch.Generator().manual_seed(settings.noise_seed)
+    generator = battery_noise_generator(settings)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
     results = reconstruction_metrics(model, test_images, None, "", settings)
     results |= reconstruction_metrics(model, test_images, noisy, "noisy_", settings)
@@ -287,7 +325,9 @@ def evaluate(
     if has_labels(train_labels):  # data without labels: no probes (the report says so)
         probe_codes = codes_of(model, probe_images, settings)
         results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
-    results["test/code_sparsity"] = code_sparsity(test_codes, model.sigmoid_codes)
+    results["test/code_sparsity"] = code_sparsity(
+        test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
+    )
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):
         results |= vae_metrics(model, test_images, settings)
@@ -313,7 +353,9 @@ def generative_metrics(
     classifier needs them)."""
     if not has_labels(train_labels):
         return {}
-    classifier, accuracy = domain_classifier(train_images, train_labels, test_images, test_labels, classifier_cache)
+    classifier, accuracy = domain_classifier(
+        train_images, train_labels, test_images, test_labels, classifier_cache, classifier_settings(settings)
+    )
     real = test_images[: settings.gen_samples].to(model.device).float() / 255
     fake = torch.cat([model.sample(len(chunk)) for chunk in real.split(settings.batch_size)])
     results = {"gen/fd_domain": frechet_distance(real, fake, classifier), "gen/classifier_accuracy": accuracy}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -62,26 +63,32 @@ def content_hash(images: Tensor, labels: Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How the domain classifier trains (``evaluation.classifier_*`` in a suite); part of its cache key."""
+
+    epochs: int = 3
+    min_steps: int = 600
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
 def train_classifier(
-    train_images: Tensor,
-    train_labels: Tensor,
-    epochs: int = 3,
-    min_steps: int = 600,
-    batch_size: int = 256,
-    seed: int = 0,
+    train_images: Tensor, train_labels: Tensor, settings: ClassifierSettings = ClassifierSettings()
 ) -> DomainClassifier:
     """Adam, cross-entropy, seeded shuffles: ``epochs`` epochs, or more until ``min_steps`` steps (small datasets).
     Its own generators, so the caller's random stream is untouched."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(settings.seed)
         classifier = DomainClassifier(tuple(train_images.shape[1:]), int(train_labels.max()) + 1)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=settings.learning_rate)
     classifier.train()
     steps, epoch = 0, 0
     with torch.enable_grad():
-        while epoch < epochs or steps < min_steps:
-            for index in torch.randperm(len(train_images), generator=generator).split(batch_size):
+        while epoch < settings.epochs or steps < settings.min_steps:
+            for index in torch.randperm(len(train_images), generator=generator).split(settings.batch_size):
                 loss = F.cross_entropy(classifier(train_images[index].float() / 255), train_labels[index])
                 optimizer.zero_grad()
                 loss.backward()
@@ -98,17 +105,25 @@ def classifier_accuracy(classifier: DomainClassifier, images: Tensor, labels: Te
 
 
 def domain_classifier(
-    train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor, cache_dir: Path
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    cache_dir: Path,
+    settings: ClassifierSettings = ClassifierSettings(),
 ) -> tuple[DomainClassifier, float]:
-    """The dataset's classifier and its test accuracy: from the cache when these training images were seen before,
-    else trained now and cached (state dict and ``.json`` with the accuracy, written atomically)."""
+    """The dataset's classifier and its test accuracy: from the cache when these training images were seen before
+    with these settings, else trained now and cached (state dict and ``.json`` with the accuracy, written
+    atomically)."""
     key = content_hash(train_images, train_labels)
+    if settings != ClassifierSettings():  # the defaults keep the key they always had
+        key = hashlib.sha1(f"{key}{sorted(asdict(settings).items())}".encode()).hexdigest()[:16]
     weights, info = cache_dir / f"classifier-{key}.pt", cache_dir / f"classifier-{key}.json"
     classifier = DomainClassifier(tuple(train_images.shape[1:]), int(train_labels.max()) + 1)
     if weights.is_file() and info.is_file():
         classifier.load_state_dict(torch.load(weights, weights_only=True))
         return classifier.eval(), json.loads(info.read_text())["test_accuracy"]
-    classifier = train_classifier(train_images, train_labels)
+    classifier = train_classifier(train_images, train_labels, settings)
     accuracy = classifier_accuracy(classifier, test_images, test_labels)
     try:
         with atomic_path(weights) as partial:
@@ -140,8 +155,13 @@ def inception_fid(real: Tensor, fake: Tensor, batch_size: int = 100) -> float | 
     saying why, when its weights cannot be had."""
     try:
         metric = FrechetInceptionDistance(feature=2048, normalize=True, sync_on_compute=False).to(real.device)
-    except Exception as err:  # torch-fidelity missing, no network for the weights, …
-        warn(f"gen/fid_inception skipped: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    except (ImportError, OSError) as err:
+        # The weights cannot be had: torch-fidelity is not installed (ModuleNotFoundError, an ImportError) or its
+        # download fails offline (URLError and socket errors are OSErrors). Anything else is a real error: raised.
+        warn(
+            f"gen/fid_inception skipped, its weights are not available: {type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}"
+        )
         return None
     for images, is_real in ((real, True), (fake, False)):
         for chunk in images.split(batch_size):

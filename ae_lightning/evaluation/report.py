@@ -29,7 +29,16 @@ from ae_lightning.evaluation.battery import (
     has_labels,
     pixel_baseline,
 )
-from ae_lightning.evaluation.statistics import ALPHA, CONFIDENCE, p_value_against, probability_of_improvement, summarize
+from ae_lightning.evaluation.statistics import (
+    ALPHA,
+    CONFIDENCE,
+    MAX_SEEDS,
+    POWER,
+    Comparison,
+    compare_with_best,
+    probability_of_improvement,
+    summarize,
+)
 from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
 from ae_lightning.variants import VARIANTS
@@ -90,25 +99,22 @@ def aggregate(scores: Scores) -> Table:
     }
 
 
-def best_per_metric(table: Table) -> dict[str, str]:
-    best = {}
+def comparisons(scores: Scores) -> dict[str, Comparison]:
+    """metric → the best variant and those separable from it (``comparison.json``; the report's marks): every
+    metric with a direction that at least one variant scored."""
+    result = {}
     for key in METRIC_KEYS:
-        scored = [(row[key]["mean"], variant) for variant, row in table.items() if key in row]
-        if len(scored) > 1 and key in HIGHER_IS_BETTER | LOWER_IS_BETTER:
-            best[key] = (max if key in HIGHER_IS_BETTER else min)(scored)[1]
-    return best
+        if key not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+            continue
+        scored = {variant: row[key] for variant, row in scores.items() if key in row}
+        if scored:
+            result[key] = compare_with_best(scored, key in HIGHER_IS_BETTER)
+    return result
 
 
-def not_different_from_best(scores: Scores, best: dict[str, str]) -> dict[str, set[str]]:
-    """metric → the other variants whose difference from the best is not significant at the 5 % level."""
-    tied: dict[str, set[str]] = {}
-    for key, winner in best.items():
-        for variant, row in scores.items():
-            if variant != winner and key in row:
-                p_value = p_value_against(scores[winner][key], row[key])
-                if p_value is not None and p_value >= ALPHA:
-                    tied.setdefault(key, set()).add(variant)
-    return tied
+def write_comparison_json(out: Path, compared: dict[str, Comparison]) -> None:
+    with atomic_path(out / "comparison.json") as partial:
+        partial.write_text(json.dumps({key: c.as_dict() for key, c in compared.items()}, indent=2))
 
 
 def format_number(value: float, significant: int = 4) -> str:
@@ -125,9 +131,9 @@ def format_value(summary: dict[str, Any]) -> str:
     return f"{format_number(summary['mean'])} ± {format_number(summary['ci_high'] - summary['mean'], 2)}"
 
 
-def markdown_table(table: Table, scores: Scores, keys: list[str]) -> str:
-    best = best_per_metric(table)
-    tied = not_different_from_best(scores, best)
+def markdown_table(table: Table, compared: dict[str, Comparison], keys: list[str]) -> str:
+    """Variant × metric, mean ± the interval's half-width; the best in **bold** and ≈ on every variant not
+    separated from it, both as ``comparison.json`` says (no marks where only one variant has the metric)."""
     lines = ["| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for variant, row in table.items():
         cells = []
@@ -136,13 +142,34 @@ def markdown_table(table: Table, scores: Scores, keys: list[str]) -> str:
                 cells.append("–")
                 continue
             text = format_value(row[key])
-            if best.get(key) == variant:
-                text = f"**{text}**"
-            elif variant in tied.get(key, ()):
-                text += " ≈"
+            comparison = compared.get(key)
+            if comparison is not None and comparison.separable + comparison.not_separable:
+                if comparison.best == variant:
+                    text = f"**{text}**"
+                elif variant in comparison.not_separable and comparison.n_seeds > 1:
+                    text += " ≈"
             cells.append(text)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def unseparated_line(key: str, comparison: Comparison) -> str | None:
+    """For a metric whose best is not separated from some variants: how many seeds would separate each observed
+    difference at 80 % power — the next decision a researcher faces."""
+    if comparison.n_seeds < 2 or not comparison.not_separable:
+        return None
+
+    def needed(variant: str) -> str:
+        seeds = comparison.seeds_for_power.get(variant)
+        if seeds is None:
+            return f"{variant} (no difference to separate)"
+        return f"{variant} (> {MAX_SEEDS} seeds)" if seeds > MAX_SEEDS else f"{variant} (~{seeds} seeds)"
+
+    return (
+        f"`{key}`: not separated from {comparison.best} with {comparison.n_seeds} seeds — "
+        + ", ".join(needed(v) for v in comparison.not_separable)
+        + f" would need the seeds shown to separate the observed difference at {POWER:.0%} power."
+    )
 
 
 def improvement_table(scores: Scores, key: str) -> str | None:
@@ -476,15 +503,19 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     table = aggregate(scores)
     with atomic_path(out / "aggregate.json") as partial:
         partial.write_text(json.dumps(table, indent=2))
+    compared = comparisons(scores)
+    write_comparison_json(out, compared)
     write_summary_csv(out / "summary.csv", records, table)
     figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
     if len(seeds) > 1:
         statistics_note = (
-            f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval over seeds (Student's t); best per column "
-            "in **bold** (↑ or ↓ as the metric reads); ≈ marks a variant whose difference from the best is not "
-            f"significant at the {ALPHA:.0%} level (paired t-test over seeds; Welch's t-test where seeds differ)."
+            f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval over seeds (Student's t); best mean per "
+            "column in **bold**; ≈ marks a variant *not separated* from the best with these seeds — not shown to be "
+            "equal, only not shown to differ. Unmarked variants are separable from the best, with a "
+            f"{ALPHA:.0%} family-wise error rate for each column's whole statement (Tukey's studentized range "
+            "against the best, seeds as blocks; `comparison.json` holds each column's verdict)."
         )
     else:
         statistics_note = (
@@ -513,7 +544,14 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     for section, keys in SECTION_KEYS.items():
         if not any(key in row for key in keys for row in table.values()):
             continue  # e.g. no variant samples: no generative section
-        lines += [f"## {section}", "", markdown_table(table, scores, list(keys)), ""]
+        lines += [f"## {section}", "", markdown_table(table, compared, list(keys)), ""]
+        unseparated = [
+            line
+            for key in HEADLINE_METRICS[section]
+            if key in compared and (line := unseparated_line(key, compared[key])) is not None
+        ]
+        if unseparated:
+            lines += ["\n".join(f"- {line}" for line in unseparated), ""]
         if section == "Generative quality":
             lines += [generative_protocol(suite, records), ""]
         for key in HEADLINE_METRICS[section]:

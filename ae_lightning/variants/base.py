@@ -27,9 +27,10 @@ import torchmetrics
 from torch import Tensor, nn
 
 from ae_lightning.data.datamodule import Batch
-from ae_lightning.devices import HostCopy, rank_seed
+from ae_lightning.devices import HostCopy
 from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network
+from ae_lightning.seeding import derive_seed
 from ae_lightning.variants.shims import FastAttributes, should_log_step, store_training_step_signature
 
 # Losses are computed in float32 whatever the networks ran in (bf16-mixed, 16-mixed): ``.float()`` is free on
@@ -279,8 +280,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
     def on_train_start(self) -> None:
         # Random draws (training noise, dropout, VAE sampling) continue where the checkpoint left them, so a resumed
         # run is bitwise the run that was not interrupted. Restored here: after the sanity check, before any batch.
-        # Under DDP every rank has a stream of its own (else all ranks draw the same noise, masks and ε); rank 0's
-        # is the stream one process draws, so a single-process run is unchanged.
+        # A fresh start seeds the training stream of each rank from the run seed (init used the seed itself): every
+        # rank draws its own noise, masks and ε, and no seed's training draws are another seed's.
         saved, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         rank = self.global_rank
         per_rank = (saved or {}).get("rng_per_rank") or []
@@ -288,8 +289,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             restore_rank_rng_state(per_rank[rank])
         elif saved is not None and rank == 0:
             restore_rng_states(saved["rng"])
-        elif rank > 0:  # a fresh start, or a checkpoint written by fewer ranks
-            torch.manual_seed(rank_seed(torch.initial_seed(), rank))
+        else:  # a fresh start, or a checkpoint written by fewer ranks
+            torch.manual_seed(derive_seed(torch.initial_seed(), "train", rank))
 
     # --- checks and GPU options ---------------------------------------------------------------------------
     def configure_model(self) -> None:
