@@ -144,6 +144,17 @@ def datamodule_of(spec: dict[str, Any]) -> ImageDataModule:
     return ImageDataModule(**run_config(spec)["data"])
 
 
+def checkpoint_selection(spec: dict[str, Any], val_size: int) -> dict[str, Any]:
+    """The ModelCheckpoint settings that choose the checkpoint the battery judges: the run's ``select_on``
+    objective (val/loss unless the variant has its own), none without a validation split."""
+    if not val_size:
+        return {"monitor": None}
+    select_on = spec.get("select_on") or {"metric": "val/loss", "direction": "minimize"}
+    if select_on == {"metric": "val/loss", "direction": "minimize"}:
+        return {"monitor": "val/loss"}  # as every run's config.yaml has said so far
+    return {"monitor": select_on["metric"], "mode": "min" if select_on["direction"] == "minimize" else "max"}
+
+
 def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     """What the run trains, as the config ``ae-lightning fit --config`` takes: written to ``RUN_DIR/config.yaml``,
     it reproduces the run (bitwise on the CPU). Where the run writes is not in it."""
@@ -154,7 +165,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "model": {"class_path": f"{variant.__module__}.{variant.__qualname__}", "init_args": spec["model_args"]},
         "data": {**spec["data"], "shuffle_seed": spec["seed"]},
         "trainer": {**spec["trainer"], "enable_progress_bar": False},
-        "checkpoint": {"monitor": "val/loss" if val_size else None},
+        "checkpoint": checkpoint_selection(spec, val_size),
         "resume_checkpoint": {"every_n_train_steps": spec["checkpoint_every_n_steps"]},
     }
 

@@ -198,6 +198,15 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> dict[str, Any]:
     return suite
 
 
+def selection_objective(objective: Any) -> dict[str, str]:
+    """``{metric, direction}`` of a variant's objective as a suite may write it (a metric name, or a mapping)."""
+    if objective is None:
+        return {"metric": "val/loss", "direction": "minimize"}
+    if isinstance(objective, str):
+        return {"metric": objective, "direction": "minimize"}
+    return {"direction": "minimize", **objective}
+
+
 def run_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], seed: int) -> dict[str, Any]:
     """What one run of ``variant`` trains (its spec.json): the suite's sections with the variant's on top."""
     return {
@@ -211,6 +220,9 @@ def run_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], seed
         "trainer": {"accelerator": "auto", "devices": 1, **suite["trainer"], **(variant.get("trainer") or {})},
         "wandb": suite["wandb"],
         "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS),
+        # the validation metric that picks the checkpoint the battery judges: the variant's objective where it has
+        # one (a tuned variant: the objective its trials were valued on), else val/loss
+        "select_on": selection_objective(variant.get("objective")),
     }
 
 
@@ -501,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: list[str]) -> int:
     """Train and judge every (variant, seed) not yet done in OUT, then write the summary and the report."""
+    from ae_lightning.evaluation.baseline import write_pixel_baseline
     from ae_lightning.evaluation.report import write_report, write_wandb_summary
 
     suite_id = establish_suite(out, suite)
@@ -532,6 +545,7 @@ def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: 
     if task_index is not None:  # one array task: the report job assembles the suite
         return 0 if records[0]["status"] == "done" else 1
     write_json_atomic(out / "summary.json", records)
+    write_pixel_baseline(out, suite)
     write_report(out, suite, records)
     write_wandb_summary(out, suite, suite_id, records)
     failed = [r for r in records if r["status"] != "done"]

@@ -5,12 +5,14 @@ battery on the test split, exactly as ``compare`` does.
 A suite declares what to tune::
 
     tuning:
-      trials: 8                  # per variant, alike for every variant
+      budget_epochs: 16          # per variant, alike for every variant: trials run until their epochs reach it
       epochs: 2                  # per trial (and the final runs', unless trainer.max_epochs says otherwise)
       objective: {metric: val/mse, direction: minimize}   # a validation metric every run logs
       sampler: tpe               # tpe | random
+      startup_trials: 3          # tpe: trials sampled at random before the model takes over (default below)
       pruner: median             # median | none: stops trials whose epoch-wise value trails the median
-      seed: 0                    # trials train with this seed; the sampler's seed is derived from it
+      pruner_warmup_epochs: 1    # no trial is pruned in its first epochs (default: a third of `epochs`)
+      seed: 0                    # seeds the trials' training seeds and the samplers (never a final seed)
       search:                    # knobs every variant tunes (e.g. the learning rate)
         learning_rate: {kind: float, low: 3.0e-4, high: 3.0e-3, log: true}
     variants:
@@ -27,9 +29,20 @@ Kinds: ``float`` and ``int`` (``low`` < ``high``, optional ``log: true``), ``cat
 The study of each variant lives in ``OUT/tuning/study.journal`` (Optuna's journal file storage): re-running the
 command continues it (a trial whose process died is run again with the same parameters), and several processes —
 ``--parallel N``, one per GPU, or SLURM array tasks running ``tune --tune-only`` (scripts/slurm/tune.sbatch) — work
-on one study at once. Each variant gets exactly ``trials`` trials however many processes share it.
+on one study at once.
 
-Output: ``OUT/tuning.json`` (``{variant: {best_params, best_value, trials, pruned, failed, history}}``),
+The budget is compute, not a count of trials: every variant trains ``budget_epochs`` epochs in all. A trial
+reserves ``epochs`` when it starts; a pruned trial gives back the epochs it did not train, which fund further
+trials; a trial that fails while training counts the epochs it trained. A trial starts only where its full
+``epochs`` still fit, so each variant ends within one trial's epochs of the budget, and tuning.json says exactly how
+many epochs each trained. A trial's value is the best epoch's value of its objective — the epoch whose checkpoint a
+final run keeps, since final runs select their checkpoint on the same objective. Trials train with seeds drawn from
+their own stream (``seeding``), never one of the suite's final seeds: no final run repeats a trial. Options of a
+variant that change the compute of a trial (its own ``trainer`` section, or ``data.batch_size``/``val_size``) are
+refused unless they are search knobs.
+
+Output: ``OUT/tuning.json`` (``{variant: {best_params, best_value, trials, pruned, failed, epochs_trained,
+trial_seeds, history}}``, the sampler as it ran),
 ``OUT/tuning/<variant>/trial<n>/`` (each trial's metrics.csv and W&B run, group ``<suite id>-tune``, job_type
 ``tune``), then everything ``compare`` writes, with a tuning section in ``report.md``.
 """
@@ -74,9 +87,24 @@ from ae_lightning.runner import (
     run_suite,
     suite_parser,
 )
+from ae_lightning.seeding import derive_seed
 from ae_lightning.variants import VARIANTS, AutoencoderBase
 
-TUNING_KEYS = {"trials", "epochs", "objective", "sampler", "pruner", "seed", "search", "stale_after_minutes"}
+TUNING_KEYS = {
+    "budget_epochs",
+    "epochs",
+    "objective",
+    "sampler",
+    "startup_trials",
+    "pruner",
+    "pruner_warmup_epochs",
+    "pruner_startup_trials",
+    "seed",
+    "search",
+    "stale_after_minutes",
+}
+# What a variant may not change in a tuning suite: the compute of a trial (unless it is a search knob).
+COMPUTE_DATA_KEYS = ("batch_size", "val_size")
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -112,16 +140,24 @@ DISTRIBUTIONS: dict[str, Callable[[str, dict[str, Any]], BaseDistribution]] = {
     "int": float_or_int(int),
     "categorical": categorical,
 }
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {  # (seed, startup trials) → sampler
+    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
 }
-PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    # Trials compare at the same epoch. The first two trials always run to the end, and no trial is judged in the
-    # first third of its epochs (a slower learning rate must not lose for starting slowly).
-    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=epochs // 3),
-    "none": lambda epochs: optuna.pruners.NopPruner(),
+PRUNERS: dict[str, Callable[[dict], optuna.pruners.BasePruner]] = {
+    # Trials compare at the same epoch. The first trials always run to the end, and no trial is judged in its
+    # first epochs (a slower learning rate must not lose for starting slowly).
+    "median": lambda tuning: optuna.pruners.MedianPruner(
+        n_startup_trials=tuning["pruner_startup_trials"], n_warmup_steps=tuning["pruner_warmup_epochs"]
+    ),
+    "none": lambda tuning: optuna.pruners.NopPruner(),
 }
+
+
+def default_startup_trials(budget_trials: int) -> int:
+    """TPE's random start-up trials for a budget of ``budget_trials`` full trials: Optuna's 10 where the budget is
+    large, a third of it where it is small (10 of 8 would be random search under TPE's name), at least 2."""
+    return max(2, min(10, budget_trials // 3))
 
 
 def model_knobs(model: str) -> set[str]:
@@ -193,12 +229,31 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
     section = suite.get("tuning")
     if not isinstance(section, dict):
         raise ConfigError(f"suite {path} has no 'tuning' section (trials, epochs, objective, search); see `tune -h`")
+    if "trials" in section:
+        epochs = section.get("epochs")
+        hint = f" (trials x epochs = {section['trials'] * epochs})" if isinstance(epochs, int) else ""
+        raise ConfigError(
+            f"tuning.trials={section['trials']!r}: the budget is now compute, tuning.budget_epochs{hint}: trials run "
+            "until their trained epochs reach it (pruned trials fund further trials)"
+        )
     check_keys(section, TUNING_KEYS, f"suite {path}: tuning")
     tuning = {"sampler": "tpe", "pruner": "median", "seed": 0, "stale_after_minutes": 30, **section}
-    for key in ("trials", "epochs"):
+    for key in ("budget_epochs", "epochs"):
         value = tuning.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"tuning.{key}={value!r}: the budget must be an integer >= 1")
+    if tuning["budget_epochs"] < tuning["epochs"]:
+        raise ConfigError(
+            f"tuning.budget_epochs={tuning['budget_epochs']} is less than one trial's epochs={tuning['epochs']}"
+        )
+    budget_trials = tuning["budget_epochs"] // tuning["epochs"]
+    tuning.setdefault("startup_trials", default_startup_trials(budget_trials))
+    tuning.setdefault("pruner_warmup_epochs", tuning["epochs"] // 3)
+    tuning.setdefault("pruner_startup_trials", 2)
+    for key in ("startup_trials", "pruner_warmup_epochs", "pruner_startup_trials"):
+        value = tuning[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"tuning.{key}={value!r} must be an integer >= 0")
     tuning["objective"] = objective_of(tuning.get("objective"), "tuning.objective")
     if tuning["sampler"] not in SAMPLERS:
         raise ConfigError(f"tuning.sampler={tuning['sampler']!r}; allowed: {sorted(SAMPLERS)}")
@@ -211,6 +266,7 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
         where = f"variants[{number}] ({variant['name']}).search"
         shared = distributions_of(tuning.get("search"), variant["model"], "tuning.search")
         space = {**shared, **distributions_of(variant.get("search"), variant["model"], where)}
+        check_equal_compute(variant, space, f"variants[{number}] ({variant['name']})")
         for knob, distribution in space.items():  # both ends of each range must make a valid variant, now
             ends = (
                 distribution.choices
@@ -232,6 +288,34 @@ def load_tuning(suite: dict[str, Any], path: Path) -> dict[str, Any]:
             tuning["objective"] if objective is None else objective_of(objective, where)
         )
     return tuning
+
+
+def check_equal_compute(variant: dict[str, Any], space: dict[str, BaseDistribution], where: str) -> None:
+    """A variant may not buy itself more (or less) compute per trial than the others: no trainer section of its
+    own, no batch_size or val_size of its own, unless that key is one of its search knobs."""
+    if variant.get("trainer"):
+        key = sorted(variant["trainer"])[0]
+        raise ConfigError(
+            f"{where}.trainer.{key}={variant['trainer'][key]!r}: in a tuning suite every variant trains with the "
+            "suite's trainer settings (equal compute); move it to the suite's trainer section"
+        )
+    for key in COMPUTE_DATA_KEYS:
+        if key in (variant.get("data") or {}) and f"data.{key}" not in space:
+            raise ConfigError(
+                f"{where}.data.{key}={variant['data'][key]!r}: in a tuning suite it changes the compute of a trial; "
+                f"set it in the suite's data section, or tune it (search: data.{key})"
+            )
+
+
+def trial_seed(tuning_seed: int, number: int, final_seeds: list[int]) -> int:
+    """The training seed of trial ``number``: from the 'trial' stream of the tuning seed, in seed_everything's range,
+    and never one of the suite's final seeds (a final run must not repeat a trial, selected on validation)."""
+    index = number
+    while True:
+        seed = derive_seed(tuning_seed, "trial", index) % 2**32
+        if seed not in final_seeds:
+            return seed
+        index += 10**9  # vanishingly rare: step to a far index of the same stream
 
 
 class OptunaPruning(pl.Callback):
@@ -264,6 +348,8 @@ class OptunaPruning(pl.Callback):
             )
         value = float(metrics[self.metric])
         self.values.append(value)
+        # what the budget counts, kept in the study at once (a trial whose process dies still says what it used)
+        self.trial.set_user_attr("epochs_trained", trainer.current_epoch + 1)
         self.trial.report(value, step=trainer.current_epoch)
         self.beat()
         if self.trial.should_prune():
@@ -287,6 +373,13 @@ def is_stale(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
             pass
     heartbeat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else 0)
     return time.time() - heartbeat > stale_after_s
+
+
+def epochs_used(trial: optuna.trial.FrozenTrial, epochs: int) -> int:
+    """Epochs a counted trial takes from the budget: those it trained once finished, all ``epochs`` while running."""
+    if trial.state == TrialState.RUNNING:
+        return epochs
+    return int(trial.user_attrs.get("epochs_trained", 0))
 
 
 def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
@@ -322,18 +415,24 @@ def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: in
         storage=storage,
         load_if_exists=True,
         direction=tuning["objectives"][variant]["direction"],
-        pruner=PRUNERS[tuning["pruner"]](tuning["epochs"]),
+        pruner=PRUNERS[tuning["pruner"]](tuning),
     )
     # Each process, and each restart of one, draws its own stream (seeded by the tuning seed, the worker and the
     # trials so far): processes sharing a study, or a re-run continuing it, do not propose the points already tried.
     started = len(study.get_trials(deepcopy=False))
-    study.sampler = SAMPLERS[tuning["sampler"]](tuning["seed"] * 1_000_003 + worker_index * 1009 + started)
+    study.sampler = SAMPLERS[tuning["sampler"]](
+        derive_seed(tuning["seed"], "sampler", worker_index, started) % 2**32, tuning["startup_trials"]
+    )
     return study
 
 
-def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict[str, Any]) -> dict:
-    """A trial's run spec, as ``plan_runs`` writes a run's: one device, the tuning seed and epochs."""
-    spec = run_spec(suite, suite_id, variant, tuning["seed"])
+def trial_spec(
+    suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict[str, Any], seed: int
+) -> dict:
+    """A trial's run spec, as ``plan_runs`` writes a run's: one device, the trial's seed and epochs, and a data
+    module that never reads (nor decodes) the test split."""
+    spec = run_spec(suite, suite_id, variant, seed)
+    spec["data"]["read_test"] = False
     spec["trainer"].update(devices=1, max_epochs=tuning["epochs"], enable_model_summary=False)
     spec["trainer"].pop("strategy", None)  # a trial runs in this process; several GPUs serve several trials at once
     spec["checkpoint_every_n_steps"] = 10**9  # a trial that dies runs again from the start
@@ -343,7 +442,9 @@ def trial_spec(suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tu
 def run_trial(
     trial: optuna.Trial, suite: dict[str, Any], suite_id: str, variant: dict[str, Any], tuning: dict, out: Path
 ) -> float:
-    spec = trial_spec(suite, suite_id, apply_params(variant, trial.params, suite["data"]), tuning)
+    seed = trial_seed(tuning["seed"], trial.number, suite["seeds"])
+    trial.set_user_attr("seed", seed)
+    spec = trial_spec(suite, suite_id, apply_params(variant, trial.params, suite["data"]), tuning, seed)
     directory = out / "tuning" / variant["name"] / f"trial{trial.number}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -359,7 +460,6 @@ def run_trial(
         loggers.append(wandb_logger)
     pruning = OptunaPruning(trial, tuning["objectives"][variant["name"]]["metric"])
     cli = build_run(spec, directory, loggers, [pruning, EpochLine()])
-    cli.datamodule.read_test = False  # the test split is never read while tuning
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:
@@ -373,7 +473,9 @@ def run_trial(
                 pass
     if not pruning.values:
         raise RuntimeError("the trial logged no validation value (is data.val_size 0?)")
-    return pruning.values[-1]
+    # the best epoch's value: the epoch whose checkpoint a final run keeps (it selects on this objective)
+    pick = min if tuning["objectives"][variant["name"]]["direction"] == "minimize" else max
+    return pick(pruning.values)
 
 
 def tune_variant(
@@ -386,18 +488,20 @@ def tune_variant(
         return
     study = open_study(out, variant["name"], tuning, worker_index)
     stale_after_s = tuning["stale_after_minutes"] * 60
+    budget, epochs = tuning["budget_epochs"], tuning["epochs"]
     while True:
         reclaim_stale(study, stale_after_s)
-        used = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s)]
-        if len(used) >= tuning["trials"]:
-            return
+        used = sum(epochs_used(t, epochs) for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
+        if used + epochs > budget:
+            return  # a full trial no longer fits
         trial = study.ask(space)
         trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("heartbeat", time.time())
-        # Trial numbers are handed out atomically: the first `trials` live numbers are the budget, whoever asked.
-        live = sorted(t.number for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
-        if trial.number not in live[: tuning["trials"]]:
-            study.tell(trial, state=TrialState.FAIL)  # over the budget (another process took the last one)
+        # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
+        # trial that does not fit after those before it (another process took the last epochs) does not run.
+        before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
+        if sum(epochs_used(t, epochs) for t in before) + epochs > budget:
+            study.tell(trial, state=TrialState.FAIL)  # over the budget; not counted
             continue
         print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
         try:
@@ -412,6 +516,8 @@ def tune_variant(
         except Exception as err:
             print(f"{variant['name']} trial {trial.number} FAILED: {type(err).__name__}: {err}", flush=True)
             trial.set_user_attr("failed_in_training", f"{type(err).__name__}: {err}")
+            if "epochs_trained" not in trial.user_attrs:
+                trial.set_user_attr("epochs_trained", 1)  # failed in its first epoch: that epoch was spent
             study.tell(trial, state=TrialState.FAIL)
             continue
         if not math.isfinite(value):
@@ -442,8 +548,16 @@ def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
     for variant in suite["variants"]:
         space = tuning["spaces"][variant["name"]]
         if not space:
-            summary[variant["name"]] = {"best_params": {}, "best_value": None, "trials": 0, "pruned": 0, "failed": 0}
-            summary[variant["name"]]["objective"] = tuning["objectives"][variant["name"]]
+            summary[variant["name"]] = {
+                "best_params": {},
+                "best_value": None,
+                "trials": 0,
+                "pruned": 0,
+                "failed": 0,
+                "epochs_trained": 0,
+                "trial_seeds": [],
+                "objective": tuning["objectives"][variant["name"]],
+            }
             continue
         study = open_study(out, variant["name"], tuning, 0)
         trials = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s)]
@@ -455,6 +569,8 @@ def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
             "trials": len(trials),
             "pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "epochs_trained": sum(epochs_used(t, tuning["epochs"]) for t in trials),
+            "trial_seeds": [t.user_attrs.get("seed") for t in sorted(trials, key=lambda t: t.number)],
             "main_knob": next(iter(variant.get("search") or space)),
             "history": [
                 {
@@ -462,6 +578,8 @@ def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
                     "state": t.state.name.lower(),
                     "value": t.value,
                     "params": t.params,
+                    "seed": t.user_attrs.get("seed"),
+                    "epochs_trained": epochs_used(t, tuning["epochs"]),
                     "epoch_values": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
                 }
                 for t in sorted(trials, key=lambda t: t.number)
@@ -470,11 +588,29 @@ def summarise(suite: dict[str, Any], tuning: dict, out: Path) -> dict[str, Any]:
         summary[variant["name"]] = entry
     return {
         "objective": tuning["objective"],
-        "budget": {"trials": tuning["trials"], "epochs": tuning["epochs"]},
-        "sampler": tuning["sampler"],
-        "pruner": tuning["pruner"],
+        "budget": {"budget_epochs": tuning["budget_epochs"], "epochs": tuning["epochs"]},
+        "sampler": sampler_as_run(tuning, summary),
+        "pruner": {
+            "name": tuning["pruner"],
+            "warmup_epochs": tuning["pruner_warmup_epochs"],
+            "startup_trials": tuning["pruner_startup_trials"],
+        },
         "variants": summary,
     }
+
+
+def sampler_as_run(tuning: dict, summary: dict[str, Any]) -> dict[str, Any]:
+    """The sampler as it really ran: TPE samples at random for its first ``startup_trials`` finished trials, so a
+    study no longer than that was random search, whatever its name."""
+    most = max((entry["trials"] for entry in summary.values()), default=0)
+    startup = tuning["startup_trials"] if tuning["sampler"] == "tpe" else None
+    if tuning["sampler"] == "random":
+        described = "random search"
+    elif most <= startup:
+        described = f"random search (TPE's first {startup} trials are random, and no variant ran more)"
+    else:
+        described = f"TPE after {startup} random start-up trials"
+    return {"name": tuning["sampler"], "startup_trials": startup, "described": described}
 
 
 def tuned_suite(suite: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -483,6 +619,8 @@ def tuned_suite(suite: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
     # trained as long as it was tuned, unless the suite says otherwise
     tuned["trainer"].setdefault("max_epochs", summary["budget"]["epochs"])
     for index, variant in enumerate(tuned["variants"]):
+        # the checkpoint the battery judges is chosen on the objective the trial values were (one definition)
+        variant["objective"] = summary["variants"][variant["name"]]["objective"]
         best = summary["variants"][variant["name"]]["best_params"]
         if best is None:
             raise ConfigError(
@@ -527,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     suite_id = establish_suite(out, suite)
     worker_index = args.worker_index if args.worker_index is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
     slots = Slots(gpus, False, args.parallel, args.runs_per_gpu, usable_cpus(os.environ))
-    budget = f"{tuning['trials']} trials x {tuning['epochs']} epochs per variant"
+    budget = f"{tuning['budget_epochs']} epochs per variant in trials of {tuning['epochs']}"
     print(
         f"tuning suite {suite['name']} ({suite_id}): {budget}, {tuning['objective']}; study in {out}/tuning", flush=True
     )
@@ -547,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         if entry["trials"]:
             print(
                 f"{name}: best {entry['objective']['metric']} {entry['best_value']} at {entry['best_params']} "
-                f"({entry['trials']} trials, {entry['pruned']} pruned, {entry['failed']} failed)",
+                f"({entry['trials']} trials, {entry['pruned']} pruned, {entry['failed']} failed, "
+                f"{entry['epochs_trained']} epochs)",
                 flush=True,
             )
     if suite["wandb"]["mode"] == "offline":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from ae_lightning import Autoencoder, VariationalAutoencoder
@@ -187,3 +189,26 @@ def test_vae_nats_are_computed_on_the_images_as_given():
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         elbo = -model.negative_log_likelihood(model.decoder(z), x) - kl_to_standard_normal(mu, logvar)
     assert abs(metrics["test/elbo"] - elbo.mean().item()) < 1e-4
+
+
+def test_pixel_baseline_is_cached_by_content_and_its_failures_reported(tmp_path, capsys):
+    from ae_lightning.evaluation.baseline import compute_pixel_baseline, write_pixel_baseline
+
+    from datasets import write_mnist_like
+
+    data_root = tmp_path / "data"
+    write_mnist_like(data_root / "MNIST" / "raw", n_train=400)
+    data = {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100}
+    evaluation = {"probe_train_samples": 200}
+    cache = data_root / ".ae_lightning_cache"
+    first = compute_pixel_baseline(data, evaluation)
+    (entry,) = cache.glob("pixel-baseline-*.json")
+    assert json.loads(entry.read_text()) == first and 0 < first["probe/accuracy"] <= 1
+    assert compute_pixel_baseline(data, evaluation) == first and len(list(cache.glob("pixel-baseline-*"))) == 1
+    compute_pixel_baseline({**data, "val_size": 150}, evaluation)  # other training images: computed again
+    assert len(list(cache.glob("pixel-baseline-*.json"))) == 2
+    # a failure is written where the report reads it, and said on the console
+    suite = {"data": {**data, "root": str(tmp_path / "missing")}, "evaluation": evaluation}
+    written = write_pixel_baseline(tmp_path, suite)
+    assert "error" in written and json.loads((tmp_path / "pixel_baseline.json").read_text()) == written
+    assert "error: pixel-space probe baseline not computed: " in capsys.readouterr().out

@@ -32,7 +32,8 @@ def test_image_folder_with_classes_resized_cached_and_invalidated(tmp_path):
     total = sum(len(dm.splits[s].labels) for s in ("train", "val", "test"))
     assert total == 60 and len(dm.splits["test"].labels) == 6  # a tenth held out by default
     assert sorted(set(dm.splits["train"].labels.tolist())) == [0, 1, 2]  # class_0, class_1, class_2
-    (cache,) = (root / ".ae_lightning_cache").glob("*.pt")
+    caches = set((root / ".ae_lightning_cache").glob("*.pt"))
+    assert len(caches) == 2  # the training part and the test part, each decoded (and cached) on its own
     again = datamodule("folder", root, image_size=16)
     assert torch.equal(again.splits["train"].images, dm.splits["train"].images)
     # a changed folder is decoded again: a new cache entry
@@ -40,7 +41,8 @@ def test_image_folder_with_classes_resized_cached_and_invalidated(tmp_path):
     victim.write_bytes(victim.read_bytes())
     os.utime(victim, ns=(1, 1))
     datamodule("folder", root, image_size=16)
-    assert len(list((root / ".ae_lightning_cache").glob("*.pt"))) == 2 and cache.is_file()
+    # the part holding the changed file is decoded again (a new cache entry); the other part is not
+    assert len(list((root / ".ae_lightning_cache").glob("*.pt"))) == 3 and all(c.is_file() for c in caches)
 
 
 def test_flat_folder_has_no_labels_and_rgb_conversion(tmp_path):
@@ -184,3 +186,35 @@ def test_every_variant_through_a_suite_on_own_data(kind, tmp_path):
     if kind != "folder":  # no labels: no probes, one line in the report, no failure
         assert all("probe/accuracy" not in r["metrics"] for r in records)
         assert "Linear and k-NN probes skipped: the data has no labels." in report
+
+
+def test_read_test_false_never_decodes_the_test_split(tmp_path):
+    """The test part's files replaced by bytes no decoder reads: a data module built with read_test=False (as
+    tuning trials are) still sets up — it never decoded them — and one that reads the test split fails."""
+    from ae_lightning import seeding
+
+    root = write_image_folder(tmp_path / "pngs", 40, (1, 16, 16))
+    files = sorted(f for f in root.rglob("*.png"))
+    order = torch.randperm(len(files), generator=seeding.generator(0, "test_split"))
+    for index in order[:5].tolist():  # the held-out test part of the folder (test_size 5)
+        files[index].write_bytes(b"not a PNG")
+    dm = datamodule("folder", root, test_size=5, read_test=False)
+    assert "test" not in dm.splits and len(dm.splits["train"].labels) + len(dm.splits["val"].labels) == 35
+    with pytest.raises(Exception):
+        datamodule("folder", root, test_size=5)
+    # CelebA: its test partition (the last 12 of 60 images) unreadable
+    celeba = write_celeba_like(tmp_path / "celeba", n=60)
+    for path in sorted((celeba / "celeba" / "img_align_celeba").glob("*.jpg"))[48:]:
+        path.write_bytes(b"not a JPEG")
+    assert "test" not in datamodule("celeba", celeba, read_test=False).splits
+    with pytest.raises(Exception):
+        datamodule("celeba", celeba)
+    # tensors: the same train and validation images either way, and no test split
+    images, labels = make_images(40, (1, 12, 12), seed=2)
+    np.savez(tmp_path / "t.npz", images=images, labels=labels)
+    without, with_test = (
+        datamodule("tensors", tmp_path / "t.npz", read_test=False),
+        datamodule("tensors", tmp_path / "t.npz"),
+    )
+    assert "test" not in without.splits and len(with_test.splits["test"].labels) == 4
+    assert torch.equal(without.splits["train"].images, with_test.splits["train"].images)

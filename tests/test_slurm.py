@@ -153,7 +153,7 @@ def test_tuning_as_an_array_job_shares_one_study(cluster, data_root, tmp_path):
 
     variants = [{"name": "AE", "model": "Autoencoder"}]
     search = {"learning_rate": {"kind": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True}}
-    tuning = {"trials": 4, "epochs": 1, "objective": "val/mse", "sampler": "random", "search": search}
+    tuning = {"budget_epochs": 4, "epochs": 1, "objective": "val/mse", "sampler": "random", "search": search}
     write_small_suite(
         tmp_path / "suite.yaml", data_root, "tune", variants, epochs=1, wandb_mode="disabled", tuning=tuning
     )
@@ -167,7 +167,7 @@ def test_tuning_as_an_array_job_shares_one_study(cluster, data_root, tmp_path):
     assert len(counted) == 4, [(t.number, t.state) for t in trials]
     assert len({t.user_attrs["worker"] for t in counted}) == 2  # both array tasks took trials
     tuning_json = json.loads((out / "tuning.json").read_text())
-    assert tuning_json["variants"]["AE"]["trials"] == 4
+    assert tuning_json["variants"]["AE"]["trials"] == 4 and tuning_json["variants"]["AE"]["epochs_trained"] == 4
     records = json.loads((out / "summary.json").read_text())
     assert [(r["variant"], r["status"]) for r in records] == [("AE", "done")]
     bad = subprocess.run(

@@ -42,7 +42,7 @@ def tuning_suite(tmp_path: Path, data_root: Path, **tuning) -> Path:
         },
     ]
     settings = {
-        "trials": 3,
+        "budget_epochs": 6,
         "epochs": 2,
         "objective": {"metric": "val/mse", "direction": "minimize"},
         "search": {"learning_rate": LEARNING_RATE},
@@ -51,6 +51,13 @@ def tuning_suite(tmp_path: Path, data_root: Path, **tuning) -> Path:
     return suite_file(
         tmp_path, data_root, variants, name="tiny-tune", trainer={"accelerator": "cpu"}, seeds=[0, 1], tuning=settings
     )
+
+
+def read_val_curve(run_dir: Path, metric: str) -> list[float]:
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        return [float(row[metric]) for row in csv.DictReader(f) if row.get(metric)]
 
 
 def study_trials(out: Path, variant: str) -> list[optuna.trial.FrozenTrial]:
@@ -86,27 +93,40 @@ def test_tuning_never_reads_the_test_split(tuned):
         trials = study_trials(out, variant)
         assert [t.number for t in trials] == trials_after_tuning[variant]  # the re-run added no trial
         assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        assert 4 < sum(t.user_attrs["epochs_trained"] for t in trials) <= 6  # the budget: 6 epochs
 
 
 def test_tuned_suite_trains_each_variant_at_its_best_and_reports(tuned):
     out, _, full, _ = tuned
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     tuning = json.loads((out / "tuning.json").read_text())
-    assert tuning["budget"] == {"trials": 3, "epochs": 2}
+    assert tuning["budget"] == {"budget_epochs": 6, "epochs": 2}
+    assert tuning["sampler"] == {"name": "tpe", "startup_trials": 2, "described": "TPE after 2 random start-up trials"}
     assert tuning["variants"]["AE"]["objective"]["metric"] == "val/mse"
     assert tuning["variants"]["CAE"]["objective"]["metric"] == "val/loss"
     for variant, knobs in (("AE", {"learning_rate"}), ("CAE", {"learning_rate", "contractive_weight"})):
         entry = tuning["variants"][variant]
         assert entry["trials"] == 3 and entry["pruned"] + entry["failed"] <= 1
+        assert 4 < entry["epochs_trained"] <= 6
         assert set(entry["best_params"]) == knobs
         assert LEARNING_RATE["low"] <= entry["best_params"]["learning_rate"] <= LEARNING_RATE["high"]
         complete = [t for t in study_trials(out, variant) if t.state == TrialState.COMPLETE]
         assert entry["best_value"] == min(t.value for t in complete)  # the best of what ran, on validation
+        for trial in complete:  # a trial's value is its best epoch's: the checkpoint a final run keeps
+            assert trial.value == min(trial.intermediate_values.values())
+        # trials train with seeds of their own stream: none is a final seed, so no final run repeats a trial
+        assert entry["trial_seeds"] == [t.user_attrs["seed"] for t in study_trials(out, variant)]
+        assert len(set(entry["trial_seeds"])) == 3 and not set(entry["trial_seeds"]) & {0, 1}
         for seed in (0, 1):  # the final runs train the best configuration, as long as the trials did
             config = yaml.safe_load((out / "runs" / variant / f"seed{seed}" / "config.yaml").read_text())
             assert {k: config["model"]["init_args"][k] for k in knobs} == entry["best_params"]
             assert config["trainer"]["max_epochs"] == 2
-    # seed 0 of the final AE run is the best trial again (same seed, same data, same parameters)
+            assert config["seed_everything"] not in entry["trial_seeds"]
+            # the checkpoint the battery judges is chosen on the variant's objective
+            assert config["checkpoint"]["monitor"] == entry["objective"]["metric"]
+            final_curve = read_val_curve(out / "runs" / variant / f"seed{seed}", entry["objective"]["metric"])
+            trial_curves = [list(t.intermediate_values.values()) for t in study_trials(out, variant)]
+            assert final_curve not in trial_curves
     records = {(r["variant"], r["seed"]): r for r in json.loads((out / "summary.json").read_text())}
     assert all(r["status"] == "done" for r in records.values())
     aggregate = json.loads((out / "aggregate.json").read_text())
@@ -136,7 +156,7 @@ def test_a_killed_study_continues_and_two_processes_share_one(tmp_path):
     data_root = tmp_path / "data"
     write_mnist_like(data_root / "MNIST" / "raw", n_train=2000)
     suite = tuning_suite(
-        tmp_path, data_root, trials=4, epochs=3, sampler="random", search={"learning_rate": LEARNING_RATE}
+        tmp_path, data_root, budget_epochs=12, epochs=3, sampler="random", search={"learning_rate": LEARNING_RATE}
     )
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ae_lightning", "tune", str(suite), "--out", str(out), "--tune-only"]
@@ -154,7 +174,8 @@ def test_a_killed_study_continues_and_two_processes_share_one(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     after = study_trials(out, "AE")
     counted = [t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(counted) == 4  # the budget, exactly, though two processes asked for trials
+    # the budget, though two processes asked for trials: 12 epochs, within one trial's 3 (pruned trials fund more)
+    assert 9 < sum(t.user_attrs["epochs_trained"] for t in counted) <= 12
     assert {n: v for n, v in ((t.number, t.value) for t in after) if n in finished} == finished  # not re-run
     assert any(t.params == killed.params and t.number > killed.number for t in counted)  # the killed one, again
     workers = {t.user_attrs["worker"] for t in counted if t.number > killed.number}
@@ -187,7 +208,12 @@ BAD_INPUT = [
     ("tuning.search.learning_rate", {**FLOAT, "low": 1e-3, "high": 1e-3}, "is empty or inverted; give low < high"),
     ("tuning.search.learning_rate", {"kind": "loguniform"}, "kind='loguniform' does not exist; allowed: ['categ"),
     ("tuning.search.learning_rate", {**FLOAT, "low": 0.0, "high": 1e-2, "log": True}, "log=true needs low > 0"),
-    ("tuning.trials", 0, "tuning.trials=0: the budget must be an integer >= 1"),
+    ("tuning.trials", 3, "tuning.trials=3: the budget is now compute, tuning.budget_epochs (trials x epochs = 6)"),
+    ("tuning.budget_epochs", 0, "tuning.budget_epochs=0: the budget must be an integer >= 1"),
+    ("tuning.budget_epochs", 1, "tuning.budget_epochs=1 is less than one trial's epochs=2"),
+    ("tuning.pruner_warmup_epochs", -1, "tuning.pruner_warmup_epochs=-1 must be an integer >= 0"),
+    ("variants.0.trainer", {"max_epochs": 5}, "(AE).trainer.max_epochs=5: in a tuning suite every variant trains"),
+    ("variants.0.data", {"batch_size": 10}, "(AE).data.batch_size=10: in a tuning suite it changes the compute"),
     ("tuning.epochs", -1, "tuning.epochs=-1: the budget must be an integer >= 1"),
     ("tuning.objective", {"metric": "test/mse"}, "metric='test/mse': tuning chooses on the validation split"),
     ("tuning.sampler", "grid", "tuning.sampler='grid'; allowed: ['random', 'tpe']"),
@@ -240,3 +266,25 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_silent():
     assert not is_stale(running("elsewhere:1", now - 600), 1800)  # another host: trusted while it beats
     assert is_stale(running("elsewhere:1", now - 3600), 1800)  # silent for an hour: reclaimed
     assert not counts(running("elsewhere:1", now - 3600), 1800) and counts(running("elsewhere:1", now), 1800)
+
+
+def test_the_sampler_is_named_as_it_ran():
+    from ae_lightning.tuning import default_startup_trials, sampler_as_run
+
+    assert [default_startup_trials(n) for n in (3, 8, 30, 100)] == [2, 2, 10, 10]
+    ran = {"AE": {"trials": 4}, "VAE": {"trials": 5}}
+    assert sampler_as_run({"sampler": "tpe", "startup_trials": 10}, ran)["described"].startswith("random search")
+    assert sampler_as_run({"sampler": "tpe", "startup_trials": 3}, ran)["described"] == (
+        "TPE after 3 random start-up trials"
+    )
+    assert sampler_as_run({"sampler": "random", "startup_trials": 3}, ran)["described"] == "random search"
+
+
+def test_trial_seeds_avoid_the_final_seeds():
+    from ae_lightning.seeding import derive_seed
+    from ae_lightning.tuning import trial_seed
+
+    seeds = [trial_seed(0, number, [0, 1, 2]) for number in range(50)]
+    assert len(set(seeds)) == 50 and not set(seeds) & {0, 1, 2} and all(0 <= s < 2**32 for s in seeds)
+    clash = derive_seed(0, "trial", 4) % 2**32  # a final seed equal to a trial's: that trial takes another
+    assert trial_seed(0, 4, [clash]) != clash

@@ -108,13 +108,17 @@ def cached(root: Path, files: list[Path], options: list, decode) -> tuple[Tensor
     return images, labels
 
 
-def load_folder(root: str | Path, image_size: int | None, channels: int | None) -> tuple[Tensor, Tensor | None]:
+def load_folder(
+    root: str | Path, image_size: int | None, channels: int | None, items: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The folder's images (all, or the files at ``items`` of its sorted list, in that order) and labels."""
     root = Path(root).expanduser()
     check_channels(channels)
-    files, classes = folder_files(root)
+    all_files, classes = folder_files(root)
+    files = all_files if items is None else [all_files[i] for i in items.tolist()]
 
     def decode() -> tuple[Tensor, Tensor | None]:
-        mode = channels or (1 if read_image(files[0], None).shape[0] == 1 else 3)  # default: the first image's
+        mode = channels or (1 if read_image(all_files[0], None).shape[0] == 1 else 3)  # default: the first image's
         images = [fit_size(read_image(f, mode), image_size) for f in files]
         stacked = stack(images, [str(f.relative_to(root)) for f in files], image_size)
         labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files]) if classes else None
@@ -137,8 +141,8 @@ def to_nchw(images: np.ndarray, where: str) -> Tensor:
     )
 
 
-def load_tensors(path: str | Path, image_size: int | None) -> tuple[Tensor, Tensor | None]:
-    path = Path(path).expanduser()
+def read_tensors(path: Path) -> dict:
+    """The arrays of a ``.npz`` or ``.pt`` file (read, not yet converted)."""
     if not path.is_file():
         raise DataNotFoundError(f"tensors: {str(path)!r} is not a file (a .npz or .pt with 'images')")
     if path.suffix == ".npz":
@@ -151,12 +155,25 @@ def load_tensors(path: str | Path, image_size: int | None) -> tuple[Tensor, Tens
         raise ConfigError(f"tensors: {path.name} is neither .npz nor .pt")
     if "images" not in contents:
         raise ConfigError(f"tensors: {path} has no 'images' (it holds {sorted(contents)})")
-    images = to_nchw(np.asarray(contents["images"]), f"tensors: {path}")
-    labels = contents.get("labels")
+    return contents
+
+
+def count_tensors(path: str | Path) -> int:
+    return len(read_tensors(Path(path).expanduser())["images"])
+
+
+def load_tensors(path: str | Path, image_size: int | None, items: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """The file's images (all, or the rows at ``items``, in that order: the others are not converted) and labels."""
+    path = Path(path).expanduser()
+    contents = read_tensors(path)
+    images, labels = np.asarray(contents["images"]), contents.get("labels")
     if labels is not None:
         labels = torch.as_tensor(np.asarray(labels)).long().flatten()
         if len(labels) != len(images):
             raise ConfigError(f"tensors: {path} has {len(images)} images but {len(labels)} labels")
+    if items is not None:
+        images, labels = images[items.numpy()], None if labels is None else labels[items]
+    images = to_nchw(images, f"tensors: {path}")
     if image_size is not None:
         images = torch.stack([fit_size(image, image_size) for image in images])
     return images, labels

@@ -204,6 +204,8 @@ class ImageDataModule(pl.LightningDataModule):
             drawn per split from a generator seeded by ``seed`` and kept (Larochelle & Murray's fixed binarisation);
             ``threshold``: x > 0.5, once; ``dynamic``: a fresh Bernoulli draw every training step (Burda et al.),
             validation and test at a fixed draw. Every metric, the VAE's nats included, is computed on that data.
+        read_test: False: ``setup`` never reads, nor decodes, the test split (``ae-lightning tune`` chooses on
+            validation only); ``test``, ``predict_split: test`` and the battery then have no test images.
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
         batch_size: samples per batch *per device* (under DDP the global batch is ``batch_size × world size``).
         val_size: images held out of the official train split for validation (0 allowed).
@@ -237,6 +239,7 @@ class ImageDataModule(pl.LightningDataModule):
         test_root: str | None = None,
         test_size: int | None = None,
         binarize: str = "none",
+        read_test: bool = True,
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
@@ -271,8 +274,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
-        # False while tuning: setup() then never reads the test split (`ae-lightning tune` chooses on validation only)
-        self.read_test = True
+        self.read_test = read_test
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
@@ -298,21 +300,35 @@ class ImageDataModule(pl.LightningDataModule):
         """``folder``/``tensors``: (train images, labels, test images, labels), labels −1 where there are none; the
         test part from ``test_root``, else ``test_size`` images held out by a permutation seeded with ``seed``."""
         if self._own_data is None:
-            images, labels = sources.load_own(self.name, self.root, self.image_size, self.channels)
+            empty = torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
             if self.test_root is not None:
-                test_images, test_labels = sources.load_own(self.name, self.test_root, self.image_size, self.channels)
-                if test_images.shape[1:] != images.shape[1:]:
-                    raise ConfigError(
-                        f"data.test_root images are {list(test_images.shape[1:])}, data.root's "
-                        f"{list(images.shape[1:])}: set data.image_size (and data.channels) so both are read alike"
+                images, labels = sources.load_own(self.name, self.root, self.image_size, self.channels)
+                test_images, test_labels = empty
+                if self.read_test:
+                    test_images, test_labels = sources.load_own(
+                        self.name, self.test_root, self.image_size, self.channels
                     )
+                    if test_images.shape[1:] != images.shape[1:]:
+                        raise ConfigError(
+                            f"data.test_root images are {list(test_images.shape[1:])}, data.root's "
+                            f"{list(images.shape[1:])}: set data.image_size (and data.channels) so both are read alike"
+                        )
             else:
-                test_size = self.test_size or max(1, len(images) // 10)
-                if test_size >= len(images):
-                    raise ConfigError(f"data.test_size={test_size} must be smaller than the {len(images)} images")
-                order = torch.randperm(len(images), generator=seeding.generator(self.seed, "test_split"))
-                test_images, test_labels = images[order[:test_size]], labels[order[:test_size]]
-                images, labels = images[order[test_size:]], labels[order[test_size:]]
+                count = sources.count_own(self.name, self.root)
+                test_size = self.test_size or max(1, count // 10)
+                if test_size >= count:
+                    raise ConfigError(f"data.test_size={test_size} must be smaller than the {count} images")
+                order = torch.randperm(count, generator=seeding.generator(self.seed, "test_split"))
+                # the items are chosen before decoding, so a data module that does not read the test split never
+                # decodes its images
+                images, labels = sources.load_own(
+                    self.name, self.root, self.image_size, self.channels, order[test_size:]
+                )
+                test_images, test_labels = empty
+                if self.read_test:
+                    test_images, test_labels = sources.load_own(
+                        self.name, self.root, self.image_size, self.channels, order[:test_size]
+                    )
             self._own_data = (images, labels, test_images, test_labels)
         return self._own_data
 

@@ -105,14 +105,24 @@ SOURCES["folder"] = Source("folder", None, None, None, "", (), None)
 SOURCES["tensors"] = Source("tensors", None, None, None, "", (), None)
 
 
-def load_own(name: str, root: str | Path, image_size: int | None, channels: int | None) -> tuple[Tensor, Tensor]:
-    """A user's ``folder`` or ``tensors`` data, whole: (uint8 images, labels or −1 where it has none)."""
+def count_own(name: str, root: str | Path) -> int:
+    """How many images a user's ``folder`` or ``tensors`` data holds, without decoding them."""
     if name == "folder":
-        images, labels = custom.load_folder(root, image_size, channels)
+        return len(custom.folder_files(Path(root).expanduser())[0])
+    return custom.count_tensors(root)
+
+
+def load_own(
+    name: str, root: str | Path, image_size: int | None, channels: int | None, items: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """A user's ``folder`` or ``tensors`` data: (uint8 images, labels or −1 where it has none), whole or only the
+    ``items`` (indices, in that order; the others are not decoded)."""
+    if name == "folder":
+        images, labels = custom.load_folder(root, image_size, channels, items)
     else:
         if channels is not None:
             raise ConfigError("data.channels applies to data.name folder; a tensors file gives its own channels")
-        images, labels = custom.load_tensors(root, image_size)
+        images, labels = custom.load_tensors(root, image_size, items)
     return images, torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels
 
 

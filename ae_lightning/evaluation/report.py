@@ -19,15 +19,12 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from ae_lightning.data import ImageDataModule
 from ae_lightning.evaluation.battery import (
     BATTERY_KEYS,
     GENERATIVE_KEYS,
     RECONSTRUCTION_KEYS,
     STRUCTURE_KEYS,
     EvaluationSettings,
-    has_labels,
-    pixel_baseline,
 )
 from ae_lightning.evaluation.statistics import (
     ALPHA,
@@ -410,28 +407,10 @@ SECTION_KEYS = {
 }
 
 
-def pixel_probe_baseline(out: Path, suite: dict[str, Any]) -> dict[str, float] | None:
-    """The battery's probes on raw pixels of the suite's data (``pixel_baseline.json``, computed once): what a
-    reader compares the codes' probe accuracies with. None, with a warning, if the data cannot be read."""
+def pixel_probe_baseline(out: Path) -> dict[str, Any] | None:
+    """The pixel-space probes the runner wrote (``pixel_baseline.json``; see evaluation/baseline.py), if any."""
     path = out / "pixel_baseline.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    try:
-        datamodule = ImageDataModule(**suite["data"])
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        keys = ("probe_train_samples", "probe_steps", "probe_l2_grid", "knn_neighbours")
-        settings = EvaluationSettings(**{k: v for k, v in suite["evaluation"].items() if k in keys})
-        train, test = datamodule.splits["train"], datamodule.splits["test"]
-        if not has_labels(train.labels):
-            return None
-        baseline = pixel_baseline(train.images, train.labels, test.images, test.labels, settings)
-    except Exception as err:  # the report is written all the same
-        warn(f"pixel-space probe baseline not computed: {type(err).__name__}: {err}")
-        return None
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(baseline, indent=2))
-    return baseline
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], path: Path) -> None:
@@ -456,7 +435,10 @@ def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], p
     for axis in (by_trial, by_knob):
         axis.set_ylabel(f"{objective['metric']} ({'↓' if objective['direction'] == 'minimize' else '↑'})")
     by_trial.legend(fontsize=7)
-    figure.suptitle(f"{name}: {entry['trials']} trials ({entry['pruned']} pruned, {entry['failed']} failed)")
+    figure.suptitle(
+        f"{name}: {entry['trials']} trials ({entry['pruned']} pruned, {entry['failed']} failed), "
+        f"{entry.get('epochs_trained', '?')} epochs"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -472,13 +454,16 @@ def tuning_section(out: Path) -> list[str]:
     lines = [
         "## Tuning",
         "",
-        f"Every variant tuned at the same budget: {budget['trials']} trials of {budget['epochs']} epoch(s), "
-        f"{tuning['sampler']} sampler, {tuning['pruner']} pruner, each on its objective below, measured on the "
-        "validation split; the test split was not read. The best configuration of each variant was then trained "
-        "over the seeds below.",
+        f"Every variant tuned at the same compute: {budget['budget_epochs']} training epochs, in trials of "
+        f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''} (pruned trials fund further trials); "
+        f"sampler: {tuning['sampler']['described']}; {tuning['pruner']['name']} pruner (no trial pruned in its "
+        f"first {tuning['pruner']['warmup_epochs']} epoch(s)). Each trial's value is the best epoch's value of its "
+        "objective on the validation split — the epoch whose checkpoint the final runs keep, as they select on the "
+        "same objective; the test split was not read. Trials trained with seeds of their own, none of them a final "
+        "seed. The best configuration of each variant was then trained over the seeds below.",
         "",
-        "| variant | objective | best value | best parameters | trials | pruned | failed |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | objective | best value | best parameters | trials | pruned | failed | epochs trained |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     figures = []
     for name, entry in tuning["variants"].items():
@@ -489,7 +474,8 @@ def tuning_section(out: Path) -> list[str]:
         arrow = "↓" if objective["direction"] == "minimize" else "↑"
         lines.append(
             f"| {name} | {objective['metric']} {arrow} | {'–' if best is None else format_number(best)} | "
-            f"{params or 'not tuned'} | {entry['trials']} | {entry['pruned']} | {entry['failed']} |"
+            f"{params or 'not tuned'} | {entry['trials']} | {entry['pruned']} | {entry['failed']} | "
+            f"{entry.get('epochs_trained', '–')} |"
         )
         if entry.get("history"):
             figure = f"tuning_{name}.png"
@@ -532,8 +518,10 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     ]
     if table and not any("probe/accuracy" in row for row in table.values()):
         lines += ["Linear and k-NN probes skipped: the data has no labels.", ""]
-    baseline = pixel_probe_baseline(out, suite)
-    if baseline:
+    baseline = pixel_probe_baseline(out)
+    if baseline and "error" in baseline:
+        lines += [f"Probes on raw pixels: not computed ({baseline['error']}).", ""]
+    elif baseline:
         lines += [
             f"Probes on raw pixels, for comparison with the codes' (same probes, same images): linear "
             f"{baseline['probe/accuracy']:.4g} (L2 {baseline['probe/l2']:g}), {settings_knn(suite)}-NN "
