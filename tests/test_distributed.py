@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ae_lightning.seeding import derive_seed
+
 from conftest import write_small_suite
 from test_cli import cli
 
@@ -175,10 +177,11 @@ def test_ranks_draw_their_own_noise_and_kill_resume_stays_bitwise(data_root, tmp
     whole = ddp_worker(tmp_path, "whole", data_root, **denoising)
     # each rank its own stream (noise, dropout, ε)
     assert not torch.equal(whole[0]["first_rng_state"], whole[1]["first_rng_state"])
-    # one process draws exactly what it drew before: nothing touches its stream between train start and batch 0
-    # (the plain AE draws nothing there itself)
+    # a process's training draws come from the run seed's 'train' stream (seed_everything(0) in the worker), and
+    # nothing else touches that stream before batch 0 (the plain AE draws nothing there itself)
     (one_process,) = ddp_worker(tmp_path, "one", data_root, devices=1, max_steps=1).values()
-    assert torch.equal(one_process["rng_state_at_train_start"], one_process["first_rng_state"])
+    torch.manual_seed(derive_seed(0, "train", 0))
+    assert torch.equal(one_process["first_rng_state"], torch.get_rng_state())
 
     process, out, _ = start_worker(tmp_path, "killed", data_root, **denoising)
     deadline = time.monotonic() + 300

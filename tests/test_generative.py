@@ -69,4 +69,25 @@ def test_inception_fid_is_skipped_with_one_line_without_its_weights(capsys):
         pass
     assert inception_fid(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)) is None
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("warning: gen/fid_inception skipped: ModuleNotFoundError")
+    assert len(lines) == 1
+    assert lines[0].startswith("warning: gen/fid_inception skipped, its weights are not available: ModuleNotFound")
+
+
+def test_inception_fid_offline_is_a_warning_and_a_real_error_is_raised(monkeypatch, capsys):
+    from urllib.error import URLError
+
+    from ae_lightning.evaluation import generative
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(generative, "FrechetInceptionDistance", offline)
+    assert inception_fid(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)) is None
+    assert "weights are not available: URLError" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(generative, "FrechetInceptionDistance", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        inception_fid(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))

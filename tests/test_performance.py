@@ -51,10 +51,12 @@ def test_fused_jvp_equals_torch_func(kwargs):
 
 
 def test_estimate_shares_the_encoder_pass_and_works_under_inference_mode():
+    torch.manual_seed(0)
     model = ContractiveAutoencoder(jacobian="estimate", contractive_weight=1.0)
     x = torch.rand(8, 1, 28, 28)
     z, penalty = model.code_and_jacobian_frobenius(x)
-    assert torch.allclose(z, model.encode(x)) and penalty.shape == (8,)
+    # the same code up to float rounding (a fused addmm against a separate add)
+    assert torch.allclose(z, model.encode(x), atol=1e-6) and penalty.shape == (8,)
     model.eval()
     with torch.inference_mode():
         z, penalty = model.code_and_jacobian_frobenius(x)

@@ -181,9 +181,58 @@ def test_aggregate_json_and_summary_csv_hold_the_intervals(three_seeds):
         assert row["test/mse:n"] == "3"
 
 
+def table_cells(report: str, key: str) -> dict[str, str]:
+    """variant → its cell in the first report table with a ``key`` column."""
+    lines = report.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| variant |") and f" {key} |" in line)
+    column = [c.strip() for c in lines[header].strip("|").split("|")].index(key)
+    cells = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("| "):
+            break
+        row = [c.strip() for c in line.strip("|").split("|")]
+        cells[row[0]] = row[column]
+    return cells
+
+
+def test_comparison_json_holds_each_metrics_verdict_and_the_marks_come_from_it(three_seeds, tmp_path):
+    import shutil
+
+    comparison = json.loads((three_seeds / "comparison.json").read_text())
+    records = json.loads((three_seeds / "summary.json").read_text())
+    scores = {v: {r["seed"]: r["metrics"]["test/mse"] for r in records if r["variant"] == v} for v in ("AE", "DAE")}
+    expected = compare_with_best(scores, higher_is_better=False)
+    verdict = comparison["test/mse"]
+    assert {k: verdict[k] for k in ("best", "not_separable", "separable", "method", "alpha", "n_seeds")} == {
+        "best": expected.best,
+        "not_separable": expected.not_separable,
+        "separable": expected.separable,
+        "method": expected.method,
+        "alpha": 0.05,
+        "n_seeds": 3,
+    }
+    assert "test/jacobian_fro" not in comparison  # no direction: no best
+    report = (three_seeds / "report.md").read_text()
+    for key in ("test/mse", "test/noisy_psnr", "probe/accuracy"):  # the marks are drawn from comparison.json
+        cells = table_cells(report, key)
+        verdict = comparison[key]
+        assert cells[verdict["best"]].startswith("**")
+        assert all(cells[v].endswith(" ≈") for v in verdict["not_separable"])
+        assert all("≈" not in cells[v] and "**" not in cells[v] for v in verdict["separable"])
+    # --report-only on an existing output writes comparison.json (here into a copy without one)
+    copy = tmp_path / "copy"
+    shutil.copytree(three_seeds, copy)
+    (copy / "comparison.json").unlink()
+    suite = three_seeds.parent / "s.yaml"
+    result = cli("compare", str(suite), "--out", str(copy), "--report-only", cwd=three_seeds.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((copy / "comparison.json").read_text()) == comparison
+
+
 def test_report_marks_intervals_significance_and_improvement(three_seeds):
     report = (three_seeds / "report.md").read_text()
     assert "confidence interval over seeds (Student's t)" in report
+    assert "Tukey's studentized range against the best" in report and "*not separated*" in report
     assert "P(row better than column) on `test/noisy_psnr` (higher is better):" in report
     aggregate = json.loads((three_seeds / "aggregate.json").read_text())
     dae = aggregate["DAE"]["test/noisy_psnr"]

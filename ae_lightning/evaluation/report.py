@@ -159,13 +159,13 @@ def unseparated_line(key: str, comparison: Comparison) -> str | None:
     def needed(variant: str) -> str:
         seeds = comparison.seeds_for_power.get(variant)
         if seeds is None:
-            return f"{variant} (no difference to separate)"
-        return f"{variant} (> {MAX_SEEDS} seeds)" if seeds > MAX_SEEDS else f"{variant} (~{seeds} seeds)"
+            return f"{variant} – (no difference observed)"
+        return f"{variant} > {MAX_SEEDS}" if seeds > MAX_SEEDS else f"{variant} ~{seeds}"
 
     return (
-        f"`{key}`: not separated from {comparison.best} with {comparison.n_seeds} seeds — "
-        + ", ".join(needed(v) for v in comparison.not_separable)
-        + f" would need the seeds shown to separate the observed difference at {POWER:.0%} power."
+        f"`{key}`: {comparison.best} best; not separated from it with {comparison.n_seeds} seeds: "
+        f"{', '.join(comparison.not_separable)}. Seeds that would separate each observed difference at "
+        f"{POWER:.0%} power: {', '.join(needed(v) for v in comparison.not_separable)}."
     )
 
 
