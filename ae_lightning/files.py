@@ -1,11 +1,15 @@
-"""Atomic file writes: a kill or a crash mid-write never leaves a half file under the final name."""
+"""Atomic file writes, all of them: a kill or a crash mid-write never leaves a half file under the final name."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 @contextmanager
@@ -21,3 +25,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, path)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, default=str))
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ae_lightning.cli import run_cli
+from ae_lightning.lightning_cli import run_cli
 
 from conftest import REPO
 

@@ -206,7 +206,7 @@ def test_bad_suites_are_one_clear_error(tmp_path, data_root, change, message):
 def test_shipped_suites_are_valid(tmp_path):
     from argparse import Namespace
 
-    from ae_lightning.runner import load_suite
+    from ae_lightning.suite.config import load_suite
 
     overrides = Namespace(epochs=None, data_root=None, seeds=None, wandb=None, only=None)
     assert {s.stem for s in SHIPPED_SUITES} >= {"quick", "mnist", "fashion_mnist", "cifar10", "smoke_bf16"}
@@ -232,8 +232,9 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
     import pytorch_lightning as pl
 
     from ae_lightning import VARIANTS, ImageDataModule
-    from ae_lightning.runner import load_suite, plan_runs
-    from ae_lightning.tuning import load_tuning
+    from ae_lightning.suite.compare import plan_runs
+    from ae_lightning.suite.config import load_suite
+    from ae_lightning.suite.search import load_tuning
 
     overrides = Namespace(epochs=None, data_root=str(data_root), seeds=[0], wandb="disabled", only=None)
     suite = load_suite(suite_path, overrides)
@@ -257,7 +258,7 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
 def test_wandb_failures_never_fail_a_run(tmp_path, capsys, monkeypatch):
     from pytorch_lightning.loggers import WandbLogger
 
-    from ae_lightning.experiment import TolerantWandbLogger
+    from ae_lightning.suite.run import TolerantWandbLogger
 
     def broken(*args, **kwargs):
         raise ConnectionError("api.wandb.ai unreachable")
@@ -277,7 +278,9 @@ def test_wandb_failures_never_fail_a_run(tmp_path, capsys, monkeypatch):
 def test_placement_one_run_per_gpu_or_ddp_or_parallel_cpu(tmp_path, data_root):
     from argparse import Namespace
 
-    from ae_lightning.runner import Slots, load_suite, plan_runs
+    from ae_lightning.suite.compare import plan_runs
+    from ae_lightning.suite.config import load_suite
+    from ae_lightning.suite.launch import Slots
 
     assert [e["CUDA_VISIBLE_DEVICES"] for e in Slots(["0", "1", "2"], ddp=False, parallel=1).envs] == ["0", "1", "2"]
     assert len(Slots(["0", "1", "2", "3"], ddp=True, parallel=1).envs) == 1  # one run at a time, on every GPU
@@ -293,7 +296,7 @@ def test_placement_one_run_per_gpu_or_ddp_or_parallel_cpu(tmp_path, data_root):
 
 
 def test_wandb_mode_auto(monkeypatch):
-    from ae_lightning.runner import resolve_wandb_mode
+    from ae_lightning.suite.compare import resolve_wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -309,8 +312,9 @@ def test_wandb_mode_auto(monkeypatch):
 def test_every_seed_of_a_suite_trains_and_is_judged_on_the_same_split(tmp_path, data_root):
     from argparse import Namespace
 
-    from ae_lightning.experiment import datamodule_of
-    from ae_lightning.runner import load_suite, plan_runs
+    from ae_lightning.suite.compare import plan_runs
+    from ae_lightning.suite.config import load_suite
+    from ae_lightning.suite.run import datamodule_of
 
     overrides = Namespace(epochs=1, data_root=str(data_root), seeds=[0, 1], wandb="disabled", only=None)
     suite = load_suite(suite_file(tmp_path, data_root, ALL_SIX[:1]), overrides)

@@ -16,7 +16,7 @@ from ae_lightning import Autoencoder, ImageDataModule
 from ae_lightning.callbacks import FitMeter, ResumeCheckpoint
 from ae_lightning.devices import HostCopy, evaluation_device, usable_cpus, visible_gpus
 from ae_lightning.errors import ConfigError
-from ae_lightning.runner import Slots, processes_per_run
+from ae_lightning.suite.launch import Slots, processes_per_run
 
 from conftest import REPO, quiet_trainer, write_small_suite
 from test_cli import cli

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from ae_lightning import VARIANTS, ContractiveAutoencoder, ImageDataModule, VariationalAutoencoder
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.evaluation.battery import EvaluationSettings, mean_jacobian_frobenius
 from ae_lightning.variants.sparse import kl_sparsity
 

@@ -266,7 +266,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         _atomic_save({"version": 2, "payload": torch.zeros(1000)}, target)
     assert torch.load(target, weights_only=True) == {"version": 1}
 
-    from ae_lightning.experiment import write_json_atomic
+    from ae_lightning.files import write_json_atomic
 
     summary = tmp_path / "summary.json"
     write_json_atomic(summary, {"runs": 1})
@@ -303,7 +303,7 @@ def test_secrets_never_reach_configs_logs_reports_or_wandb(data_root, tmp_path):
 
 
 def test_a_run_killed_by_the_kernel_is_reported_as_failed(tmp_path):
-    from ae_lightning.runner import describe_exit
+    from ae_lightning.suite.launch import describe_exit
 
     (tmp_path / "log.txt").write_text("epoch 1/3 ...\nRuntimeError: CUDA out of memory\n")
     assert describe_exit(-9, tmp_path / "log.txt") == "killed by signal 9 (out of memory?)"

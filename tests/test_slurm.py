@@ -141,8 +141,8 @@ def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
     suite_id = json.loads((out / "suite.json").read_text())["suite_id"]
     assert suite_id.startswith("array-slurm")  # every array task agreed on one W&B group
     for record in records:
-        spec = json.loads((tmp_path / record["run_dir"] / "spec.json").read_text())
-        assert spec["suite_id"] == suite_id
+        info = json.loads((tmp_path / record["run_dir"] / "run.json").read_text())
+        assert info["suite_id"] == suite_id
     assert "| AE |" in (out / "report.md").read_text() and (out / "metrics.png").is_file()
 
 

@@ -17,8 +17,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ae_lightning.errors import ConfigError
-from ae_lightning.runner import load_suite, parse_args
-from ae_lightning.tuning import apply_params, load_tuning
+from ae_lightning.suite.compare import parse_args
+from ae_lightning.suite.config import load_suite
+from ae_lightning.suite.search import apply_params, load_tuning
 
 from datasets import IDX_FILES, write_mnist_like
 from test_cli import cli
@@ -253,7 +254,7 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_silent():
     import os
     import socket
 
-    from ae_lightning.tuning import counts, is_stale
+    from ae_lightning.suite.tune import counts, is_stale
 
     def running(worker: str, heartbeat: float):
         attrs = {"worker": worker, "heartbeat": heartbeat}
@@ -269,7 +270,8 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_silent():
 
 
 def test_the_sampler_is_named_as_it_ran():
-    from ae_lightning.tuning import default_startup_trials, sampler_as_run
+    from ae_lightning.suite.search import default_startup_trials
+    from ae_lightning.suite.tune import sampler_as_run
 
     assert [default_startup_trials(n) for n in (3, 8, 30, 100)] == [2, 2, 10, 10]
     ran = {"AE": {"trials": 4}, "VAE": {"trials": 5}}
@@ -282,7 +284,7 @@ def test_the_sampler_is_named_as_it_ran():
 
 def test_trial_seeds_avoid_the_final_seeds():
     from ae_lightning.seeding import derive_seed
-    from ae_lightning.tuning import trial_seed
+    from ae_lightning.suite.tune import trial_seed
 
     seeds = [trial_seed(0, number, [0, 1, 2]) for number in range(50)]
     assert len(set(seeds)) == 50 and not set(seeds) & {0, 1, 2} and all(0 <= s < 2**32 for s in seeds)

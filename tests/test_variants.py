@@ -11,7 +11,7 @@ from ae_lightning import (
     SparseAutoencoder,
     VariationalAutoencoder,
 )
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.contractive import (
     jacobian_frobenius_closed_form,

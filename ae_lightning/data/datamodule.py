@@ -24,14 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ae_lightning import seeding
 from ae_lightning.data import sources
+from ae_lightning.data.batch import Batch
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
 from ae_lightning.errors import ConfigError
-
-
-class Batch(NamedTuple):
-    clean: Tensor  # x, float in [0, 1] after transfer (uint8 while in the loader)
-    noisy: Tensor | None  # x̃, the corrupted view (None in the loader until drawn; equals clean without noise)
-    label: Tensor
 
 
 class Split(NamedTuple):

@@ -59,8 +59,8 @@ class Comparison:
     seeds: list[int] = field(default_factory=list)  # the seeds every compared variant finished (the blocks)
     critical_value: float | None = None  # c: a variant is separable when best − it > c · standard error
     standard_error: float | None = None  # of a difference of two variants' means
-    # not separable: the seeds at which a paired test would separate the observed difference at 80 % power, from
-    # the observed spread of the per-seed differences; None where it cannot be said (one seed, no difference)
+    # not separable: the seeds at which the rule would separate the observed difference at 80 % power, from the
+    # observed spread of per-seed differences (pooled, as the rule pools it); None where it cannot be said
     seeds_for_power: dict[str, int | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -135,17 +135,13 @@ def compare_with_best(
     standard_error = residual_sd * math.sqrt(2 / n)
     separable = [name for name in others if sign * (block_means[best] - block_means[name]) > critical * standard_error]
     not_separable = [name for name in others if name not in separable]
-    best_row = table[names.index(best)]
+    # the spread of a per-seed difference as the rule sees it (pooled over the variants: s·√2), so "n seeds would
+    # separate it" speaks of the same test that did not separate it here
     power = (
         {}
         if not with_power
         else {
-            name: seeds_to_separate(
-                abs(block_means[best] - block_means[name]),
-                float(np.std(best_row - table[names.index(name)], ddof=1)),
-                k,
-                alpha,
-            )
+            name: seeds_to_separate(abs(block_means[best] - block_means[name]), residual_sd * math.sqrt(2), k, alpha)
             for name in not_separable
         }
     )

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.devices import HostCopy
 from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.base import AutoencoderBase
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.base import AutoencoderBase, non_negative
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ae_lightning.data.datamodule import Batch
+from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.base import AutoencoderBase, non_negative
 

@@ -1,7 +1,12 @@
 """One run of a suite, in its own process: fit one (variant, seed), judge it with the evaluation battery, log to
-CSV and W&B, and write ``result.json``. The suite runner (``ae_lightning.runner``) starts one of these per run:
+CSV and W&B, and write ``result.json``. ``compare`` (``launch.py``) writes the run's two files and starts one of
+these per run:
 
-    python -m ae_lightning.experiment RUN_DIR        # RUN_DIR/spec.json says what to run
+    python -m ae_lightning.suite.run RUN_DIR
+
+    RUN_DIR/config.yaml   what trains: the config ``ae-lightning fit --config`` takes (it refits the run bitwise on
+                          the CPU); this process hands it to the same AutoencoderCLI
+    RUN_DIR/run.json      the rest: suite id and name, variant, seed, W&B and evaluation settings
 
 RUN_DIR afterwards holds ``result.json`` (status, error, metrics), ``metrics.csv``, ``checkpoints/``,
 ``examples.pt`` (fixed test images and their reconstructions, for the report) and ``wandb/``.
@@ -26,22 +31,18 @@ import yaml
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
-from ae_lightning.cli import run_cli
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, evaluate
 from ae_lightning.evaluation.views import write_latent_views
-from ae_lightning.files import atomic_path
+from ae_lightning.files import atomic_path, write_json_atomic
+from ae_lightning.lightning_cli import run_cli
 from ae_lightning.messages import warn
+from ae_lightning.suite.config import RunSpec
 from ae_lightning.variants import VARIANTS, AutoencoderBase
 from ae_lightning.variants.base import Samples
 
 EXAMPLE_IMAGES = 8
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(data, indent=2, default=str))
 
 
 class TolerantWandbLogger(WandbLogger):
@@ -81,16 +82,39 @@ def wandb_run_id(suite_id: str, variant: str, seed: int) -> str:
     return hashlib.sha1(f"{suite_id}/{variant}/{seed}".encode()).hexdigest()[:16]
 
 
+def run_info(spec: RunSpec) -> dict[str, Any]:
+    """``run.json``: a run's settings that are not training settings (those are in its config.yaml)."""
+    info = {key: spec[key] for key in ("suite_id", "suite_name", "variant", "model", "seed", "wandb")}
+    info["dataset"] = spec["data"].get("name", "fashion_mnist")
+    if "evaluation" in spec:
+        info["evaluation"] = spec["evaluation"]
+    return info
+
+
+def write_run_files(spec: RunSpec, run_dir: Path) -> None:
+    """What the parent writes before it starts a run's process: ``config.yaml`` and ``run.json``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as partial:
+        partial.write_text(yaml.safe_dump(run_config(spec), sort_keys=False))
+    write_json_atomic(run_dir / "run.json", run_info(spec))
+
+
 def make_wandb_logger(
-    spec: dict[str, Any], run_dir: Path, job_type: str = "train", group: str | None = None, name: str | None = None
+    info: dict[str, Any],
+    run_dir: Path,
+    job_type: str = "train",
+    group: str | None = None,
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> TolerantWandbLogger | None:
-    """The run's W&B logger: in the suite's group (a tuning trial: ``group``, ``name``, ``job_type="tune"``)."""
-    settings = spec["wandb"]
+    """The run's W&B logger (``info``: its run.json): in the suite's group (a tuning trial: ``group``, ``name``,
+    ``job_type="tune"``); its W&B config is ``info`` with the training config under ``config``."""
+    settings = info["wandb"]
     if settings["mode"] == "disabled":
         return None
     if group is None:  # a suite run: its id stays the same across resumes and requeues
-        group, name = spec["suite_id"], f"{spec['variant']}-seed{spec['seed']}"
-        run_id = wandb_run_id(spec["suite_id"], spec["variant"], spec["seed"])
+        group, name = info["suite_id"], f"{info['variant']}-seed{info['seed']}"
+        run_id = wandb_run_id(info["suite_id"], info["variant"], info["seed"])
     else:
         run_id = hashlib.sha1(f"{group}/{name}".encode()).hexdigest()[:16]
     try:
@@ -100,20 +124,20 @@ def make_wandb_logger(
             group=group,
             name=name,
             job_type=job_type,
-            tags=[spec["suite_name"], spec["model"], spec["data"]["name"]],
+            tags=[info["suite_name"], info["model"], info["dataset"]],
             id=run_id,
             resume="allow",
             mode=settings["mode"],
             save_dir=str(run_dir),
-            config=spec,
+            config={**info, **({"config": config} if config else {})},
         )
     except Exception as err:
         warn(f"W&B unavailable for this run ({err}); logging to CSV only")
         return None
 
 
-def evaluation_settings(spec: dict[str, Any]) -> EvaluationSettings:
-    settings = dict(spec["evaluation"])
+def evaluation_settings(info: dict[str, Any]) -> EvaluationSettings:
+    settings = dict(info["evaluation"])
     settings["noise"] = Noise(**settings["noise"])
     return EvaluationSettings(**settings)
 
@@ -144,7 +168,7 @@ def datamodule_of(spec: dict[str, Any]) -> ImageDataModule:
     return ImageDataModule(**run_config(spec)["data"])
 
 
-def checkpoint_selection(spec: dict[str, Any], val_size: int) -> dict[str, Any]:
+def checkpoint_selection(spec: RunSpec, val_size: int) -> dict[str, Any]:
     """The ModelCheckpoint settings that choose the checkpoint the battery judges: the run's ``select_on``
     objective (val/loss unless the variant has its own), none without a validation split."""
     if not val_size:
@@ -155,7 +179,7 @@ def checkpoint_selection(spec: dict[str, Any], val_size: int) -> dict[str, Any]:
     return {"monitor": select_on["metric"], "mode": "min" if select_on["direction"] == "minimize" else "max"}
 
 
-def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+def run_config(spec: RunSpec) -> dict[str, Any]:
     """What the run trains, as the config ``ae-lightning fit --config`` takes: written to ``RUN_DIR/config.yaml``,
     it reproduces the run (bitwise on the CPU). Where the run writes is not in it."""
     variant = VARIANTS[spec["model"]]
@@ -184,43 +208,32 @@ def leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def build_run(spec: dict[str, Any], run_dir: Path, loggers: list[Logger], callbacks: list) -> Any:
-    """The run's model, data and Trainer, built as `ae-lightning fit --config RUN_DIR/config.yaml` builds them
-    (one Trainer construction, one checkpoint cadence); only where it writes, its loggers and the callbacks that
-    report to the runner are added. Returns the (not yet run) AutoencoderCLI."""
-    config_path = run_dir / "config.yaml"
-    with atomic_path(config_path) as partial:
-        partial.write_text(yaml.safe_dump(run_config(spec), sort_keys=False))
-    args = [
-        "--config",
-        str(config_path),
-        "--trainer.default_root_dir",
-        str(run_dir),
-        "--checkpoint.dirpath",
-        str(run_dir / "checkpoints"),
-        "--resume_checkpoint.dirpath",
-        str(run_dir / "checkpoints"),
-    ]
-    # The arguments are all here; the process's own (`tune SUITE …`) are its launcher's, which LightningCLI would
-    # warn about. Restored before fit: DDP's launcher starts the other ranks with them.
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:  # save_config=False: config.yaml above is the reproducible one
-        return run_cli(
-            args, run=False, trainer_overrides={"logger": loggers, "callbacks": callbacks}, save_config=False
-        )
-    finally:
-        sys.argv = argv
+def build_run(config: dict[str, Any], run_dir: Path, loggers: list[Logger], callbacks: list) -> Any:
+    """The run's model, data and Trainer, built from its training config (``config.yaml``) by the AutoencoderCLI,
+    as `ae-lightning fit --config RUN_DIR/config.yaml` builds them (one Trainer construction, one checkpoint
+    cadence); only where it writes, its loggers and the callbacks that report to the runner are added. Returns the
+    (not yet run) AutoencoderCLI."""
+    checkpoints = str(run_dir / "checkpoints")
+    config = {
+        **config,
+        "trainer": {**config["trainer"], "default_root_dir": str(run_dir)},
+        "checkpoint": {**config.get("checkpoint", {}), "dirpath": checkpoints},
+        "resume_checkpoint": {**config.get("resume_checkpoint", {}), "dirpath": checkpoints},
+    }
+    # save_config=False: config.yaml is written before the run starts, and is the reproducible one
+    return run_cli(config, run=False, trainer_overrides={"logger": loggers, "callbacks": callbacks}, save_config=False)
 
 
 def run(run_dir: Path) -> dict[str, Any]:
-    spec = json.loads((run_dir / "spec.json").read_text())
+    info = json.loads((run_dir / "run.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
-    wandb_logger = make_wandb_logger(spec, run_dir)
+    wandb_logger = make_wandb_logger(info, run_dir, config=config)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     meter = FitMeter()
-    callbacks = [meter, EpochLine(), ImagePanels(spec["wandb"].get("image_every_n_epochs", 1))]
-    cli = build_run(spec, run_dir, loggers, callbacks)
+    callbacks = [meter, EpochLine(), ImagePanels(info["wandb"].get("image_every_n_epochs", 1))]
+    cli = build_run(config, run_dir, loggers, callbacks)
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     checkpoint = trainer.checkpoint_callback
     resume = next(c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint))
@@ -240,7 +253,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {"fit/seconds": fit_seconds, "fit/peak_mem_mb": peak_mem_mb}
     if meter.samples:  # a run resumed after its last step trains nothing here: no throughput to report
         metrics["fit/samples_per_s"] = meter.samples_per_s
-    settings = evaluation_settings(spec)
+    settings = evaluation_settings(info)
     device = evaluation_device(trained_on, settings.device)
     best = checkpoint.best_model_path if Path(checkpoint.best_model_path or "").is_file() else resume.path
     model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])

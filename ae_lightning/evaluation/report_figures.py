@@ -1,0 +1,189 @@
+"""The report's figures (PNGs beside report.md): reconstructions and denoising by every variant, VAE samples, the
+training curves of all variants on one plot, a bar chart per metric with its interval, and each variant's tuning
+trials."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.ticker import MaxNLocator
+from torchvision.utils import make_grid
+
+from ae_lightning.evaluation.report_tables import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRIC_KEYS, Table
+from ae_lightning.variants import VARIANTS
+
+
+# --- figures -----------------------------------------------------------------------------------------------------
+def first_done(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """variant → its first finished run (lowest seed), whose examples and curves stand for the variant."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: r["seed"]):
+        if r["status"] == "done" and r["variant"] not in chosen:
+            chosen[r["variant"]] = r
+    return chosen
+
+
+def image_rows_figure(rows: list[tuple[str, torch.Tensor]], title: str, path: Path) -> None:
+    """One labelled strip of images per row; the left margin fits the longest label."""
+    label_inches = 0.08 * max(len(label) for label, _ in rows) + 0.2  # ~0.08 in a character at 9 pt
+    width = 10 + label_inches
+    figure, axes = plt.subplots(len(rows), 1, figsize=(width, 1.35 * len(rows) + 0.5), squeeze=False)
+    for axis, (label, images) in zip(axes[:, 0], rows):
+        grid = make_grid(images.clamp(0, 1), nrow=len(images), padding=2, pad_value=1.0)
+        axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(label_inches / width, 0, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def read_curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return [], []
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    x_key = "step" if key.startswith("train/") else "epoch"
+    return [float(r[x_key]) + (1 if x_key == "epoch" else 0) for r in rows], [float(r[key]) for r in rows]
+
+
+def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
+    """val/mse of every variant on one axis (comparable); each variant's own training reconstruction term on an
+    axis for its unit: a distance per pixel, or nats per image for likelihood models (VAE)."""
+    in_nats = {v for v, r in chosen.items() if hasattr(VARIANTS.get(r["model"]), "posterior")}
+    panels = 2 + bool(in_nats and set(chosen) - in_nats)
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    val_axis, distance_axis, nats_axis = axes[0, 0], axes[0, 1], axes[0, -1]
+    for index, (variant, record) in enumerate(chosen.items()):
+        colour = f"C{index % 10}"  # one colour per variant in every panel
+        val_axis.plot(*read_curve(Path(record["run_dir"]), "val/mse"), marker="o", label=variant, color=colour)
+        train_axis = nats_axis if variant in in_nats else distance_axis
+        train_axis.plot(*read_curve(Path(record["run_dir"]), "train/recon"), label=variant, color=colour)
+    val_axis.set(title="val/mse (clean images, comparable)", xlabel="epoch", ylabel="MSE per pixel")
+    val_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    if set(chosen) - in_nats:
+        distance_axis.set(title="train/recon: reconstruction distance", xlabel="step", ylabel="per pixel", yscale="log")
+    if in_nats:
+        nats_axis.set(title="train/recon: −log p(x|z)", xlabel="step", ylabel="nats per image", yscale="log")
+    for axis in axes.flat:
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def metrics_figure(table: Table, path: Path) -> None:
+    """A bar per variant and metric; error bars are the 95 % intervals (none with one seed)."""
+    keys = [k for k in METRIC_KEYS if any(k in row for row in table.values())]
+    columns = 4
+    figure, axes = plt.subplots(
+        math.ceil(len(keys) / columns),
+        columns,
+        figsize=(4 * columns, 3 * math.ceil(len(keys) / columns)),
+        squeeze=False,
+    )
+    colour = {variant: f"C{i % 10}" for i, variant in enumerate(table)}  # one colour per variant in every panel
+    for axis, key in zip(axes.flat, keys):
+        names = [v for v, row in table.items() if key in row]
+        summaries = [table[v][key] for v in names]
+        with_intervals = all(summary["ci_high"] is not None for summary in summaries)
+        axis.bar(
+            range(len(names)),
+            [summary["mean"] for summary in summaries],
+            yerr=[
+                [summary["mean"] - summary["ci_low"] for summary in summaries],
+                [summary["ci_high"] - summary["mean"] for summary in summaries],
+            ]
+            if with_intervals
+            else None,
+            color=[colour[v] for v in names],
+            capsize=3,
+        )
+        axis.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
+        direction = " (↑)" if key in HIGHER_IS_BETTER else " (↓)" if key in LOWER_IS_BETTER else ""
+        axis.set_title(key + direction, fontsize=9)
+    for axis in list(axes.flat)[len(keys) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> list[str]:
+    chosen = first_done(records)
+    examples = {
+        v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
+        for v, r in chosen.items()
+        if (Path(r["run_dir"]) / "examples.pt").is_file()
+    }
+    written = []
+    if examples:
+        reference = next(iter(examples.values()))
+        image_rows_figure(
+            [("original", reference["clean"])] + [(v, e["reconstruction"]) for v, e in examples.items()],
+            "Reconstructions of the same test images",
+            out / "reconstructions.png",
+        )
+        image_rows_figure(
+            [("original", reference["clean"]), ("corrupted", reference["noisy"])]
+            + [(v, e["denoised"]) for v, e in examples.items()],
+            "Denoising: reconstructions of the same corrupted test images",
+            out / "denoising.png",
+        )
+        written += ["reconstructions.png", "denoising.png"]
+        samples = [(v, e["samples"]) for v, e in examples.items() if "samples" in e]
+        if samples:
+            image_rows_figure(
+                [(v, s[i : i + 16]) for v, s in samples for i in (0, 16)],
+                "VAE samples from the prior",
+                out / "vae_samples.png",
+            )
+            written.append("vae_samples.png")
+    if chosen:
+        curves_figure(chosen, out / "curves.png")
+        metrics_figure(table, out / "metrics.png")
+        written += ["curves.png", "metrics.png"]
+    return written
+
+
+def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], path: Path) -> None:
+    """One variant's trials: the objective against the trial number and against its main knob (pruned trials at
+    their last epoch's value, marked ×)."""
+    history = [t for t in entry["history"] if t["value"] is not None or t["epoch_values"]]
+    knob = entry["main_knob"]
+    figure, (by_trial, by_knob) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for state, marker in (("complete", "o"), ("pruned", "x"), ("fail", "s")):
+        chosen = [t for t in history if t["state"] == state]
+        if not chosen:
+            continue
+        values = [t["value"] if t["value"] is not None else t["epoch_values"][-1] for t in chosen]
+        by_trial.scatter([t["number"] for t in chosen], values, marker=marker, label=state)
+        by_knob.scatter([t["params"].get(knob) for t in chosen], values, marker=marker, label=state)
+    by_trial.set_xlabel("trial")
+    by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_knob.set_xlabel(knob)
+    numeric = [t["params"].get(knob) for t in history if isinstance(t["params"].get(knob), (int, float))]
+    if numeric and min(numeric) > 0 and max(numeric) / min(numeric) > 20:
+        by_knob.set_xscale("log")
+    for axis in (by_trial, by_knob):
+        axis.set_ylabel(f"{objective['metric']} ({'↓' if objective['direction'] == 'minimize' else '↑'})")
+    by_trial.legend(fontsize=7)
+    figure.suptitle(
+        f"{name}: {entry['trials']} trials ({entry['pruned']} pruned, {entry['failed']} failed), "
+        f"{entry.get('epochs_trained', '?')} epochs"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

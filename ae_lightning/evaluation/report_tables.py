@@ -1,0 +1,210 @@
+"""The report's numbers: per-seed scores, ``aggregate.json`` (mean, std, 95 % interval, n), ``comparison.json``
+(each metric's best and what is separable from it, with family-wise error control; statistics.py), ``summary.csv``
+and the markdown tables with their marks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ae_lightning.evaluation.battery import (
+    BATTERY_KEYS,
+)
+from ae_lightning.evaluation.statistics import (
+    MAX_SEEDS,
+    POWER,
+    Comparison,
+    compare_with_best,
+    probability_of_improvement,
+    summarize,
+)
+from ae_lightning.files import atomic_path
+
+FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
+
+
+METRIC_KEYS = BATTERY_KEYS + FIT_KEYS
+
+
+HIGHER_IS_BETTER = {
+    "test/psnr",
+    "test/ssim",
+    "test/noisy_psnr",
+    "test/noisy_ssim",
+    "probe/accuracy",
+    "probe/knn_accuracy",
+    "test/elbo",
+    "fit/samples_per_s",
+}
+
+
+LOWER_IS_BETTER = {
+    "test/mse",
+    "test/noisy_mse",
+    "test/nll_iw",
+    "gen/fd_domain",
+    "gen/fid_inception",
+    "fit/seconds",
+    "fit/peak_mem_mb",
+}
+
+
+def variants_in_order(records: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["variant"] for r in records))
+
+
+Scores = dict[str, dict[str, dict[int, float]]]  # variant → metric → {seed: value} of the runs that finished
+
+
+Table = dict[str, dict[str, dict[str, Any]]]  # variant → metric → {mean, std, ci_low, ci_high, n}
+
+
+def per_seed_scores(records: list[dict[str, Any]]) -> Scores:
+    scores: Scores = {}
+    for variant in variants_in_order(records):
+        done = [r for r in records if r["variant"] == variant and r["status"] == "done"]
+        scores[variant] = {}
+        for key in METRIC_KEYS:
+            values = {
+                r["seed"]: float(r["metrics"][key])
+                for r in done
+                if isinstance(r["metrics"].get(key), (int, float)) and math.isfinite(r["metrics"][key])
+            }
+            if values:
+                scores[variant][key] = values
+    return scores
+
+
+def aggregate(scores: Scores) -> Table:
+    """variant → metric → mean, std, 95 % Student-t interval and n over seeds (``aggregate.json``)."""
+    return {
+        variant: {key: summarize(list(values.values())) for key, values in row.items()}
+        for variant, row in scores.items()
+    }
+
+
+def comparisons(scores: Scores) -> dict[str, Comparison]:
+    """metric → the best variant and those separable from it (``comparison.json``; the report's marks): every
+    metric with a direction that at least one variant scored."""
+    result = {}
+    for key in METRIC_KEYS:
+        if key not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+            continue
+        scored = {variant: row[key] for variant, row in scores.items() if key in row}
+        if scored:
+            result[key] = compare_with_best(scored, key in HIGHER_IS_BETTER)
+    return result
+
+
+def write_comparison_json(out: Path, compared: dict[str, Comparison]) -> None:
+    with atomic_path(out / "comparison.json") as partial:
+        partial.write_text(json.dumps({key: c.as_dict() for key, c in compared.items()}, indent=2))
+
+
+def format_number(value: float, significant: int = 4) -> str:
+    """``16`` for a whole number (active units, not ``16.0000``), else ``significant`` significant digits."""
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.{significant}g}"
+
+
+def format_value(summary: dict[str, Any]) -> str:
+    """``mean ± half-width of the 95 % interval``; the mean alone for one seed."""
+    if summary["ci_high"] is None:
+        return format_number(summary["mean"])
+    return f"{format_number(summary['mean'])} ± {format_number(summary['ci_high'] - summary['mean'], 2)}"
+
+
+def markdown_table(table: Table, compared: dict[str, Comparison], keys: list[str]) -> str:
+    """Variant × metric, mean ± the interval's half-width; the best in **bold** and ≈ on every variant not
+    separated from it, both as ``comparison.json`` says (no marks where only one variant has the metric)."""
+    lines = ["| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for variant, row in table.items():
+        cells = []
+        for key in keys:
+            if key not in row:
+                cells.append("–")
+                continue
+            text = format_value(row[key])
+            comparison = compared.get(key)
+            if comparison is not None and comparison.separable + comparison.not_separable:
+                if comparison.best == variant:
+                    text = f"**{text}**"
+                elif variant in comparison.not_separable and comparison.n_seeds > 1:
+                    text += " ≈"
+            cells.append(text)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def unseparated_line(key: str, comparison: Comparison) -> str | None:
+    """For a metric whose best is not separated from some variants: how many seeds would separate each observed
+    difference at 80 % power — the next decision a researcher faces."""
+    if comparison.n_seeds < 2 or not comparison.not_separable:
+        return None
+
+    def needed(variant: str) -> str:
+        seeds = comparison.seeds_for_power.get(variant)
+        if seeds is None:
+            return f"{variant} – (no difference observed)"
+        return f"{variant} > {MAX_SEEDS}" if seeds > MAX_SEEDS else f"{variant} ~{seeds}"
+
+    return (
+        f"`{key}`: {comparison.best} best; not separated from it with {comparison.n_seeds} seeds: "
+        f"{', '.join(comparison.not_separable)}. Seeds that would separate each observed difference at "
+        f"{POWER:.0%} power: {', '.join(needed(v) for v in comparison.not_separable)}."
+    )
+
+
+def improvement_table(scores: Scores, key: str) -> str | None:
+    """P(row variant scores better than column variant) on ``key``, over all pairs of their runs."""
+    names = [v for v, row in scores.items() if key in row]
+    if len(names) < 2 or all(len(scores[v][key]) < 2 for v in names):
+        return None
+    higher = key in HIGHER_IS_BETTER
+    lines = [
+        f"P(row better than column) on `{key}` ({'higher' if higher else 'lower'} is better):",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for x in names:
+        x_values = list(scores[x][key].values())
+        cells = [
+            "–" if x == y else f"{probability_of_improvement(x_values, list(scores[y][key].values()), higher):.2f}"
+            for y in names
+        ]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SUMMARY_STATISTICS = ("mean", "std", "ci_low", "ci_high", "n")
+
+
+def write_summary_csv(path: Path, records: list[dict[str, Any]], table: Table) -> None:
+    """One row per run: its metrics, then its variant's statistics over seeds (``<metric>:mean`` … ``:n``)."""
+    statistic_columns = [f"{key}:{stat}" for key in METRIC_KEYS for stat in SUMMARY_STATISTICS]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "model", "seed", "status", "error", *METRIC_KEYS, *statistic_columns])
+        for r in records:
+            row = table.get(r["variant"], {})
+            statistics_cells = [
+                "" if row.get(key, {}).get(stat) is None else row[key][stat]
+                for key in METRIC_KEYS
+                for stat in SUMMARY_STATISTICS
+            ]
+            writer.writerow(
+                [
+                    r["variant"],
+                    r["model"],
+                    r["seed"],
+                    r["status"],
+                    r["error"] or "",
+                    *[r["metrics"].get(k, "") for k in METRIC_KEYS],
+                    *statistics_cells,
+                ]
+            )

@@ -1,0 +1,321 @@
+"""A suite file, loaded and validated once (every error names the key, the value and what is allowed), and the one
+place a suite and a variant become a run's settings.
+
+Configs stay plain data — they come from YAML, are written to ``suite.json`` and ``config.yaml`` and go to W&B as
+they are — and are typed with ``TypedDict`` (``SuiteConfig``, ``VariantConfig``, ``RunSpec``) so a reader sees
+their fields without a conversion layer between the file and the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
+
+import pytorch_lightning as pl
+import yaml
+
+from ae_lightning.callbacks import CHECKPOINT_EVERY_N_STEPS
+from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.devices import parse_device
+from ae_lightning.errors import ConfigError
+from ae_lightning.evaluation.battery import EvaluationSettings
+from ae_lightning.variants import VARIANTS
+
+SUITE_KEYS = {
+    "name",
+    "description",
+    "data",
+    "trainer",
+    "seeds",
+    "evaluation",
+    "variants",
+    "wandb",
+    "checkpoint_every_n_steps",
+    "tuning",  # read by `ae-lightning tune` (suite/search.py)
+}
+
+
+# A variant: {model: NAME, args: {…}} (short), {class_path: …, init_args: {…}} (as LightningCLI writes a model), or
+# {config: FILE} (a model config as `ae-lightning fit --config` takes; init_args beside it override its values).
+VARIANT_KEYS = {"name", "model", "args", "class_path", "init_args", "config", "data", "trainer", "search", "objective"}
+
+
+OVERRIDE_SECTIONS = ("data", "trainer", "evaluation", "wandb")  # compare --data.root DIR, --trainer.max_epochs 5…
+
+
+WANDB_KEYS = {"mode", "project", "entity", "image_every_n_epochs"}
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+TRAINER_KEYS = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+
+
+EVALUATION_KEYS = {f.name for f in fields(EvaluationSettings)}
+
+
+class VariantConfig(TypedDict):
+    """One entry of a suite's ``variants``, as ``load_suite`` leaves it (any of the three ways a suite may write a
+    model becomes ``model`` + ``args``)."""
+
+    name: str
+    model: str  # a key of ae_lightning.variants.VARIANTS
+    args: dict[str, Any]  # the variant's init arguments
+    data: NotRequired[dict[str, Any]]  # its own data settings, over the suite's (see variant_data)
+    trainer: NotRequired[dict[str, Any]]  # its own trainer settings, over the suite's
+    search: NotRequired[dict[str, Any]]  # tune: its search space
+    objective: NotRequired[str | dict[str, str]]  # tune: its own objective; also what picks its checkpoint
+
+
+class SuiteConfig(TypedDict):
+    """A suite as ``load_suite`` returns it: overrides applied, every section present and checked."""
+
+    name: str
+    data: dict[str, Any]  # ImageDataModule's arguments
+    trainer: dict[str, Any]  # pl.Trainer's arguments
+    seeds: list[int]
+    evaluation: dict[str, Any]  # EvaluationSettings' fields; noise always set
+    wandb: dict[str, Any]  # mode, project, entity, image_every_n_epochs
+    variants: list[VariantConfig]
+    tuning: NotRequired[dict[str, Any]]  # read by search.load_tuning
+    checkpoint_every_n_steps: NotRequired[int]
+
+
+class RunSpec(TypedDict):
+    """What one run (or one tuning trial) trains: ``run_spec``'s result, written to ``RUN_DIR/spec.json``; its
+    training part becomes ``RUN_DIR/config.yaml`` (``run.run_config``), the file ``ae-lightning fit --config``
+    takes."""
+
+    suite_id: str
+    suite_name: str
+    variant: str
+    model: str
+    model_args: dict[str, Any]
+    seed: int
+    data: dict[str, Any]
+    trainer: dict[str, Any]
+    wandb: dict[str, Any]
+    checkpoint_every_n_steps: int
+    select_on: dict[str, str]  # {metric, direction}: the validation metric that picks the judged checkpoint
+    evaluation: NotRequired[dict[str, Any]]  # suite runs: what the battery uses (trials have none)
+
+
+def check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}: {section!r}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+
+
+def model_of(variant: dict[str, Any], suite_dir: Path, where: str) -> tuple[str, dict[str, Any]]:
+    """(variant class name, its arguments) from any of the three ways a suite may write a variant."""
+    forms = [form for form in ("model", "class_path", "config") if form in variant]
+    if len(forms) != 1:
+        raise ConfigError(f"{where}: give exactly one of 'model', 'class_path' or 'config' (got {forms or 'none'})")
+    if forms == ["model"]:
+        if "init_args" in variant:
+            raise ConfigError(f"{where}: 'init_args' goes with 'class_path' or 'config'; with 'model' use 'args'")
+        return variant["model"], dict(variant.get("args") or {})
+    if "args" in variant:
+        raise ConfigError(f"{where}: 'args' goes with 'model'; with '{forms[0]}' use 'init_args'")
+    class_path, init_args = variant.get("class_path"), {}
+    if forms == ["config"]:
+        file = Path(variant["config"])
+        file = file if file.is_file() or file.is_absolute() else suite_dir / file
+        if not file.is_file():
+            raise ConfigError(f"{where}: config={variant['config']!r}: no such file (relative to . or {suite_dir})")
+        section = (yaml.safe_load(file.read_text()) or {}).get("model")
+        if not isinstance(section, dict) or "class_path" not in section:
+            raise ConfigError(f"{where}: {file} has no 'model: {{class_path: …, init_args: …}}' section")
+        class_path, init_args = section["class_path"], dict(section.get("init_args") or {})
+    name = str(class_path).rsplit(".", 1)[-1]
+    if name not in VARIANTS:
+        raise ConfigError(f"{where}: class_path={class_path!r} is not a variant; allowed: {sorted(VARIANTS)}")
+    return name, {**init_args, **(variant.get("init_args") or {})}
+
+
+def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
+    """Read, override and validate a suite file; every error names the key, the value and what is allowed."""
+    if not path.is_file():
+        raise ConfigError(f"suite file {str(path)!r} does not exist")
+    try:
+        suite = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"suite file {path} is not valid YAML: {err}") from None
+    check_keys(suite, SUITE_KEYS, f"suite {path}")
+    suite.setdefault("name", path.stem)
+    suite["data"] = dict(suite.get("data") or {})
+    suite["trainer"] = dict(suite.get("trainer") or {})
+    suite["evaluation"] = dict(suite.get("evaluation") or {})
+    suite["wandb"] = {"mode": "auto", "project": "ae-lightning", **(suite.get("wandb") or {})}
+    if overrides.epochs is not None:
+        suite["trainer"]["max_epochs"] = overrides.epochs
+    if overrides.data_root is not None:
+        suite["data"]["root"] = overrides.data_root
+    if overrides.seeds is not None:
+        suite["seeds"] = overrides.seeds
+    if overrides.wandb is not None:
+        suite["wandb"]["mode"] = overrides.wandb
+    for key, value in getattr(overrides, "dotted", {}).items():  # --trainer.max_epochs 5 …, as in `fit`
+        *parents, name = key.split(".")
+        target = suite
+        for parent in parents:  # --data.noise.level 0.5 reaches into data.noise
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--{key}: {parent!r} is not a mapping in this suite")
+        target[name] = value
+    suite.setdefault("seeds", [0])
+    if (
+        not isinstance(suite["seeds"], list)
+        or not suite["seeds"]
+        or not all(isinstance(s, int) for s in suite["seeds"])
+    ):
+        raise ConfigError(f"suite {path}: seeds={suite['seeds']!r} must be a non-empty list of integers")
+    check_keys(suite["trainer"], TRAINER_KEYS, f"suite {path}: trainer")
+    check_keys(suite["evaluation"], EVALUATION_KEYS, f"suite {path}: evaluation")
+    check_keys(suite["wandb"], WANDB_KEYS, f"suite {path}: wandb")
+    if suite["wandb"]["mode"] not in WANDB_MODES:
+        raise ConfigError(f"wandb.mode={suite['wandb']['mode']!r}; allowed: {list(WANDB_MODES)}")
+    variants = suite.get("variants")
+    if not variants or not isinstance(variants, list):
+        raise ConfigError(
+            f"suite {path} has no variants: add a list under 'variants', each with a 'model' "
+            f"(one of {sorted(VARIANTS)})"
+        )
+    names = set()
+    for number, variant in enumerate(variants):
+        where = f"suite {path}: variants[{number}]"
+        check_keys(variant, VARIANT_KEYS, where)
+        model, model_args = model_of(variant, path.parent, where)
+        if model not in VARIANTS:
+            raise ConfigError(f"{where}: model={model!r} is not a variant; allowed: {sorted(VARIANTS)}")
+        variant.update(model=model, args=model_args)
+        for form in ("class_path", "init_args", "config"):
+            variant.pop(form, None)
+        variant.setdefault("name", variant["model"])
+        if variant["name"] in names:
+            raise ConfigError(f"{where}: name {variant['name']!r} is used twice; give each variant its own name")
+        names.add(variant["name"])
+        check_keys(variant.get("trainer") or {}, TRAINER_KEYS, f"{where}.trainer")
+        data = variant_data(suite, variant)
+        try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
+            datamodule = ImageDataModule(**data)
+            VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **(variant.get("args") or {}))
+        except (ConfigError, TypeError) as err:  # TypeError: an argument the variant does not take
+            raise ConfigError(f"{where} ({variant['name']}): {err}") from None
+    if overrides.only:
+        unknown = sorted(set(overrides.only) - names)
+        if unknown:
+            raise ConfigError(f"--only {unknown[0]!r} is not a variant of this suite; allowed: {sorted(names)}")
+        suite["variants"] = [v for v in variants if v["name"] in overrides.only]
+    noise = suite["evaluation"].get("noise") or suite["data"].get("noise") or {"kind": "gaussian", "level": 0.3}
+    Noise(**noise)
+    if suite["evaluation"].get("device") is not None:
+        parse_device(suite["evaluation"]["device"], "evaluation.device")
+    suite["evaluation"]["noise"] = noise
+    return suite
+
+
+def variant_data(suite: SuiteConfig, variant: VariantConfig) -> dict[str, Any]:
+    """THE suite → variant data merge: the suite's data settings with the variant's own on top (a top-level key of
+    the variant's replaces the suite's: ``data: {noise: …}`` is the variant's whole noise)."""
+    return {**suite["data"], **(variant.get("data") or {})}
+
+
+def with_variant_data(suite: SuiteConfig) -> SuiteConfig:
+    """The suite with every variant's data complete (``variant_data``): how the report, which knows no suite
+    module, reads each variant's data settings."""
+    return {**suite, "variants": [{**v, "data": variant_data(suite, v)} for v in suite["variants"]]}
+
+
+def selection_objective(objective: Any) -> dict[str, str]:
+    """``{metric, direction}`` of a variant's objective as a suite may write it (a metric name, or a mapping)."""
+    if objective is None:
+        return {"metric": "val/loss", "direction": "minimize"}
+    if isinstance(objective, str):
+        return {"metric": objective, "direction": "minimize"}
+    return {"direction": "minimize", **objective}
+
+
+def run_spec(suite: SuiteConfig, suite_id: str, variant: VariantConfig, seed: int) -> RunSpec:
+    """What one run of ``variant`` trains (its spec.json): the suite's sections with the variant's on top."""
+    return {
+        "suite_id": suite_id,
+        "suite_name": suite["name"],
+        "variant": variant["name"],
+        "model": variant["model"],
+        "model_args": variant.get("args") or {},
+        "seed": seed,
+        "data": variant_data(suite, variant),
+        "trainer": {"accelerator": "auto", "devices": 1, **suite["trainer"], **(variant.get("trainer") or {})},
+        "wandb": suite["wandb"],
+        "checkpoint_every_n_steps": suite.get("checkpoint_every_n_steps", CHECKPOINT_EVERY_N_STEPS),
+        # the validation metric that picks the checkpoint the battery judges: the variant's objective where it has
+        # one (a tuned variant: the objective its trials were valued on), else val/loss
+        "select_on": selection_objective(variant.get("objective")),
+    }
+
+
+def suite_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options ``compare`` and ``tune`` share: what to run, where, and on what."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("suite", type=Path, help="suite YAML file, e.g. experiments/quick.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: results/<suite name>)")
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs (= --trainer.max_epochs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the suite's seeds")
+    parser.add_argument("--data-root", default=None, help="override data.root (= --data.root)")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these variants (by name)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once on CPU (default 1)")
+    parser.add_argument("--ddp", action="store_true", help="with GPUs: each run on all GPUs (DDP), one after another")
+    parser.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        default=1,
+        help="runs sharing each GPU at once (default 1): small models (MNIST MLPs) use a fraction of a GPU",
+    )
+    parser.add_argument("--wandb", choices=WANDB_MODES, default=None, help="W&B mode (default: the suite's, auto)")
+    parser.add_argument("--report-only", action="store_true", help="write summary and report from finished runs")
+    parser.epilog = (
+        "Any suite key can be overridden with the dotted keys of `ae-lightning fit`: --data.KEY VALUE, "
+        "--trainer.KEY VALUE, --evaluation.KEY VALUE, --wandb.KEY VALUE (values read as YAML)."
+    )
+    return parser
+
+
+def parse_suite_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse and check the shared options; any other ``--section.key value`` is a dotted suite override."""
+    args, rest = parser.parse_known_args(argv)
+    args.dotted = parse_dotted(rest)
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
+    if args.runs_per_gpu < 1:
+        raise ConfigError(f"--runs-per-gpu {args.runs_per_gpu}: must be >= 1")
+    if args.ddp and args.runs_per_gpu > 1:
+        raise ConfigError(
+            f"--runs-per-gpu {args.runs_per_gpu} with --ddp: a DDP run takes every GPU; use one or the other"
+        )
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: must be >= 1")
+    return args
+
+
+def parse_dotted(rest: list[str]) -> dict[str, Any]:
+    """``--trainer.max_epochs 5 --data.root=/data`` → ``{"trainer.max_epochs": 5, "data.root": "/data"}``."""
+    dotted, items = {}, list(rest)
+    while items:
+        item = items.pop(0)
+        key, separator, value = item[2:].partition("=") if item.startswith("--") else ("", "", "")
+        if key.split(".", 1)[0] not in OVERRIDE_SECTIONS or "." not in key:
+            allowed = ", ".join(f"--{section}.KEY" for section in OVERRIDE_SECTIONS)
+            raise ConfigError(f"unrecognized argument {item!r}; compare takes its own options and {allowed}")
+        if not separator:
+            if not items:
+                raise ConfigError(f"{item} needs a value")
+            value = items.pop(0)
+        dotted[key] = yaml.safe_load(value)
+    return dotted
