@@ -129,7 +129,7 @@ def tuning_section(out: Path) -> list[str]:
         )
         if entry.get("history"):
             figure = f"tuning_{name}.png"
-            tuning_figure(name, entry, objective, out / figure)
+            tuning_figure(name, entry, objective, out / figure, budget.get("budget_epochs"))
             figures.append(figure)
     return lines + [""] + [f"![{f}]({f})" for f in figures] + [""]
 

@@ -158,7 +158,9 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
     return written
 
 
-def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], path: Path) -> None:
+def tuning_figure(
+    name: str, entry: dict[str, Any], objective: dict[str, str], path: Path, budget_epochs: int | None = None
+) -> None:
     """One variant's trials: the objective against the trial number and against its main knob (pruned trials at
     their last epoch's value, marked ×)."""
     history = [t for t in entry["history"] if t["value"] is not None or t["epoch_values"]]
@@ -182,7 +184,7 @@ def tuning_figure(name: str, entry: dict[str, Any], objective: dict[str, str], p
     by_trial.legend(fontsize=7)
     figure.suptitle(
         f"{name}: {entry['trials']} trials ({entry['pruned']} pruned, {entry['failed']} failed), "
-        f"{entry.get('epochs_trained', '?')} epochs"
+        f"{entry.get('epochs_trained', '?')}" + (f" of {budget_epochs}" if budget_epochs else "") + " epochs trained"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
