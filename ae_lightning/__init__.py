@@ -1,6 +1,7 @@
 """ae-lightning: the autoencoder family in PyTorch Lightning, trained and compared side by side."""
 
 from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.loading import load
 from ae_lightning.variants import (
     VARIANTS,
     Autoencoder,
@@ -24,4 +25,5 @@ __all__ = [
     "Noise",
     "SparseAutoencoder",
     "VariationalAutoencoder",
+    "load",
 ]

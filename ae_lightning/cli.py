@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "predict": "write codes and reconstructions of a split to a file (--predictions.path)",
     "compare": "train every (variant, seed) of a suite side by side, judge them with one battery, write the report",
     "tune": "tune every variant of a suite at the same budget (Optuna, validation split), then compare the best",
+    "score": "anomaly scores of new images from a trained run (score RUN_DIR --images DIR --out scores.csv)",
 }
 
 
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             from ae_lightning.suite.compare import main as compare_main
 
             sys.exit(compare_main(args[1:]))
+        if args[:1] == ["score"]:
+            from ae_lightning.scoring import main as score_main
+
+            sys.exit(score_main(args[1:]))
         if args[:1] == ["tune"]:
             from ae_lightning.suite.tune import main as tune_main
 

@@ -199,6 +199,9 @@ class ImageDataModule(pl.LightningDataModule):
             drawn per split from a generator seeded by ``seed`` and kept (Larochelle & Murray's fixed binarisation);
             ``threshold``: x > 0.5, once; ``dynamic``: a fresh Bernoulli draw every training step (Burda et al.),
             validation and test at a fixed draw. Every metric, the VAE's nats included, is computed on that data.
+        normal_classes: anomaly detection: the labels that are normal. Train and validation then hold only normal
+            images (validation stays anomaly-free: nothing about anomalies is known while training), the test split
+            holds all, and ``test_is_anomaly`` marks the others. ``val_size`` counts images before that filter.
         read_test: False: ``setup`` never reads, nor decodes, the test split (``ae-lightning tune`` chooses on
             validation only); ``test``, ``predict_split: test`` and the battery then have no test images.
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
@@ -235,6 +238,7 @@ class ImageDataModule(pl.LightningDataModule):
         test_size: int | None = None,
         binarize: str = "none",
         read_test: bool = True,
+        normal_classes: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.source = sources.get_source(name)
@@ -258,6 +262,14 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.loader={loader!r} is not known; allowed: ['dataloader', 'memory']")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
+        if normal_classes is not None and (
+            not normal_classes
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in normal_classes)
+            or len(set(normal_classes)) != len(normal_classes)
+        ):
+            raise ConfigError(
+                f"data.normal_classes={normal_classes!r} must be a non-empty list of distinct class labels (ints >= 0)"
+            )
         if isinstance(noise, dict):  # plain-Python use: ImageDataModule(noise={"kind": ..., "level": ...})
             noise = Noise(**noise)
         self.name, self.root, self.download = name, root, download
@@ -270,6 +282,8 @@ class ImageDataModule(pl.LightningDataModule):
         self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
         self.read_test = read_test
+        self.normal_classes = None if normal_classes is None else list(normal_classes)
+        self.test_is_anomaly: Tensor | None = None  # with normal_classes: which test images are anomalous
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
@@ -343,6 +357,13 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
         order = torch.randperm(len(images), generator=seeding.generator(self.seed, "split"))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        if self.normal_classes is not None:  # anomaly detection: train and validate on normal images only
+            normal = torch.tensor(self.normal_classes)
+            self._check_normal_classes(labels, test_labels if self.read_test else None)
+            train_idx = train_idx[torch.isin(labels[train_idx], normal)]
+            val_idx = val_idx[torch.isin(labels[val_idx], normal)]
+            if self.read_test:
+                self.test_is_anomaly = ~torch.isin(test_labels, normal)
         train_images = self._binarized(images[train_idx], offset=3, fixed=self.binarize != "dynamic")
         val_images = self._binarized(images[val_idx], offset=4)
         self.splits = {
@@ -352,6 +373,26 @@ class ImageDataModule(pl.LightningDataModule):
         if self.read_test:
             test_images = self._binarized(test_images, offset=5)
             self.splits["test"] = Split(test_images, test_labels, self._eval_corruption(test_images, offset=2))
+
+    def _check_normal_classes(self, labels: Tensor, test_labels: Tensor | None) -> None:
+        """One message for each way ``normal_classes`` cannot make an anomaly-detection split of this data."""
+        if not (labels >= 0).any():
+            raise ConfigError(
+                f"data.normal_classes={self.normal_classes} needs labelled data; {self.name} at {self.root} has "
+                "no labels"
+            )
+        present = sorted(set(labels.tolist()) - {-1})
+        missing = [c for c in self.normal_classes if c not in present]
+        if missing:
+            raise ConfigError(f"data.normal_classes: class {missing[0]} is not in the data; its classes are {present}")
+        if test_labels is not None:
+            anomalous = ~torch.isin(test_labels, torch.tensor(self.normal_classes))
+            if anomalous.all() or not anomalous.any():
+                what = "no normal image" if anomalous.all() else "no anomaly"
+                raise ConfigError(
+                    f"data.normal_classes={self.normal_classes}: the test split has {what} "
+                    f"(its classes: {sorted(set(test_labels.tolist()))}); detection needs both"
+                )
 
     def _binarized(self, images: Tensor, offset: int, fixed: bool = True) -> Tensor:
         """The split as the chosen protocol has it: binarised once here, or (dynamic training) left grey for

@@ -14,11 +14,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ae_lightning.data import ImageDataModule
+from ae_lightning.distances import knn_distance
+from ae_lightning.evaluation.anomaly import detection_metrics
 from ae_lightning.evaluation.battery import EvaluationSettings, has_labels, pixel_baseline
 from ae_lightning.files import atomic_path
 
-PROBE_SETTINGS = ("probe_train_samples", "probe_steps", "probe_l2_grid", "knn_neighbours", "probe_seed")
+PROBE_SETTINGS = ("probe_train_samples", "probe_steps", "probe_l2_grid", "knn_neighbours", "probe_seed", "anomaly_knn")
+PCA_COMPONENTS = 32  # the PCA baseline's components: the size of a default code
+
+
+def anomaly_baselines(train_images, test_images, is_anomaly, knn: int) -> dict[str, float]:
+    """Anomaly detection without learning, on the same split: the k-NN distance in pixel space and the
+    reconstruction error of a PCA with as many components as a default code (fit on the normal training images)."""
+    train = train_images.flatten(1).float() / 255
+    test = test_images.flatten(1).float() / 255
+    mean = train.mean(0)
+    components = min(PCA_COMPONENTS, *train.shape)
+    _, _, basis = torch.linalg.svd(train - mean, full_matrices=False)
+    basis = basis[:components]  # [components, pixels]
+    projected = (test - mean) @ basis.T @ basis + mean
+    pca_error = (test - projected).pow(2).mean(1)
+    results = {}
+    for name, scores in (("pixel_knn", knn_distance(train, test, knn)), ("pca", pca_error)):
+        results |= {
+            f"anomaly/{name}/{metric}": value for metric, value in detection_metrics(scores, is_anomaly).items()
+        }
+    return results
 
 
 def content_key(*tensors, settings: dict[str, Any]) -> str:
@@ -38,17 +62,21 @@ def compute_pixel_baseline(data: dict[str, Any], evaluation: dict[str, Any]) -> 
     datamodule.setup("fit")
     train, test = datamodule.splits["train"], datamodule.splits["test"]
     if not has_labels(train.labels):
-        return None
+        return None  # (normal_classes needs labels: the data module has already said so)
     train_images = train.images[: settings.probe_train_samples]
     train_labels = train.labels[: settings.probe_train_samples]
     used = {key: getattr(settings, key) for key in PROBE_SETTINGS}
+    used["normal_classes"] = datamodule.normal_classes
     used["probe_l2_grid"] = list(used["probe_l2_grid"])
     key = content_key(train_images, train_labels, test.images, test.labels, settings=used)
     root = Path(datamodule.root).expanduser()
     cache = (root if root.is_dir() else root.parent) / ".ae_lightning_cache" / f"pixel-baseline-{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    baseline = pixel_baseline(train_images, train_labels, test.images, test.labels, settings)
+    if datamodule.test_is_anomaly is not None:  # anomaly detection: no class probes (train holds normal classes only)
+        baseline = anomaly_baselines(train_images, test.images, datamodule.test_is_anomaly, settings.anomaly_knn)
+    else:
+        baseline = pixel_baseline(train_images, train_labels, test.images, test.labels, settings)
     try:
         with atomic_path(cache) as partial:
             partial.write_text(json.dumps(baseline, indent=2))

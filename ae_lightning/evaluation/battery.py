@@ -23,7 +23,6 @@ collectives, and needs no Trainer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,13 @@ from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimil
 
 from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
+from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
+from ae_lightning.evaluation.anomaly import anomaly_metrics, anomaly_scores
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasPosterior, Samples
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
-from ae_lightning.variants.vae import kl_to_standard_normal
+from ae_lightning.variants.vae import importance_weighted_log_likelihood, kl_to_standard_normal
 
 RECONSTRUCTION_KEYS = (
     "test/mse",
@@ -82,6 +83,11 @@ class EvaluationSettings:
     classifier_batch_size: int = 256
     classifier_learning_rate: float = 1e-3
     classifier_seed: int = 0
+    # anomaly detection (data.normal_classes): which scores to compute (evaluation/anomaly.py), the k of the code
+    # k-NN distance, and the importance samples of the iw_nll score (every test image is scored)
+    anomaly_scores: tuple[str, ...] = ANOMALY_SCORES
+    anomaly_knn: int = 5
+    anomaly_iw_samples: int = 100
 
 
 def battery_noise_generator(settings: EvaluationSettings) -> torch.Generator:
@@ -246,19 +252,6 @@ def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSetting
     }
 
 
-def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -> Tensor:
-    """log p(x) ≈ log (1/k) Σᵢ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),  zᵢ ~ q(z|x)  (per image; Burda et al. 2015)."""
-    mu, logvar = model.posterior(x)
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn(k, *mu.shape, device=x.device)
-    z = mu + std * eps  # [k, B, d]
-    log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
-    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    logits = model.decoder(z.flatten(0, 1))
-    log_likelihood = -model.negative_log_likelihood(logits, x.repeat(k, 1, 1, 1)).view(k, -1)
-    return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
-
-
 def has_labels(labels: Tensor) -> bool:
     """False for data without labels (label −1 throughout): the probes are then skipped, never failed."""
     return bool((labels >= 0).any())
@@ -309,9 +302,13 @@ def evaluate(
     test_labels: Tensor,
     settings: EvaluationSettings,
     classifier_cache: Path | None = None,
+    test_is_anomaly: Tensor | None = None,
+    anomaly_out: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
-    that sample, with the domain classifier cached in ``classifier_cache``)."""
+    that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
+    ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
+    ``anomaly_out``)."""
     model.eval()
     generator = battery_noise_generator(settings)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
@@ -322,9 +319,25 @@ def evaluate(
         train_labels[: settings.probe_train_samples],
     )
     test_codes = codes_of(model, test_images, settings)
-    if has_labels(train_labels):  # data without labels: no probes (the report says so)
-        probe_codes = codes_of(model, probe_images, settings)
+    probe_codes = (
+        codes_of(model, probe_images, settings) if has_labels(train_labels) or test_is_anomaly is not None else None
+    )
+    # no probes on data without labels (the report says so), nor in anomaly detection (train: normal classes only)
+    if has_labels(train_labels) and test_is_anomaly is None:
         results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
+    if test_is_anomaly is not None:
+        scores = anomaly_scores(
+            model,
+            probe_codes,
+            test_images,
+            tuple(settings.anomaly_scores),
+            settings.anomaly_knn,
+            settings.anomaly_iw_samples,
+            settings.batch_size,
+        )
+        results |= anomaly_metrics(scores, test_is_anomaly)
+        if anomaly_out is not None:
+            anomaly_out.update(scores)
     results["test/code_sparsity"] = code_sparsity(
         test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
     )

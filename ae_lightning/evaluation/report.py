@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ae_lightning.evaluation.anomaly import ANOMALY_KEYS
+from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORE_NAMES
+from ae_lightning.evaluation.baseline import PCA_COMPONENTS
 from ae_lightning.evaluation.battery import (
     GENERATIVE_KEYS,
     RECONSTRUCTION_KEYS,
@@ -78,12 +81,14 @@ HEADLINE_METRICS = {  # section: the metrics whose pairwise probability of impro
     "Reconstruction, denoising, linear probe": ("test/mse", "test/noisy_psnr", "probe/accuracy"),
     "Structure of the code": ("test/nll_iw",),
     "Generative quality": ("gen/fd_domain",),
+    "Anomaly detection": ("anomaly/reconstruction/auroc",),
     "Cost of the fit": ("fit/samples_per_s",),
 }
 SECTION_KEYS = {
     "Reconstruction, denoising, linear probe": RECONSTRUCTION_KEYS,
     "Structure of the code": STRUCTURE_KEYS,
     "Generative quality": GENERATIVE_KEYS,
+    "Anomaly detection": ANOMALY_KEYS,
     "Cost of the fit": FIT_KEYS,
 }
 
@@ -134,6 +139,20 @@ def tuning_section(out: Path) -> list[str]:
     return lines + [""] + [f"![{f}]({f})" for f in figures] + [""]
 
 
+def epochs_text(epochs: int | None) -> str:
+    return "? epochs" if epochs is None else f"{epochs} epoch{'' if epochs == 1 else 's'}"
+
+
+def anomaly_tables(table, compared) -> list[str]:
+    lines = []
+    titles = {"auroc": "AUROC ↑", "auprc": "AUPRC (anomalies positive) ↑", "fpr_at_95tpr": "FPR at 95 % TPR ↓"}
+    for metric, title in titles.items():
+        scores = [s for s in ANOMALY_SCORE_NAMES if any(f"anomaly/{s}/{metric}" in row for row in table.values())]
+        keys = [f"anomaly/{score}/{metric}" for score in scores]
+        lines += [f"{title} (`anomaly/<score>/{metric}`):", "", markdown_table(table, compared, keys, scores), ""]
+    return lines
+
+
 def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]) -> None:
     scores = per_seed_scores(records)
     table = aggregate(scores)
@@ -162,27 +181,44 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         f"# Suite `{suite['name']}`",
         "",
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
-        f"{suite['trainer'].get('max_epochs', '?')} epochs; evaluation corruption {noise['kind']} {noise['level']}. "
+        f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
         "",
     ]
-    if table and not any("probe/accuracy" in row for row in table.values()):
+    normal = suite["data"].get("normal_classes")
+    if normal is not None:
+        lines += [
+            f"Anomaly detection: normal classes {normal}; training and validation saw only them, the test split holds "
+            "every class, the others as anomalies. Linear and k-NN probes skipped (one-class training data).",
+            "",
+        ]
+    elif table and not any("probe/accuracy" in row for row in table.values()):
         lines += ["Linear and k-NN probes skipped: the data has no labels.", ""]
     baseline = pixel_probe_baseline(out)
     if baseline and "error" in baseline:
         lines += [f"Probes on raw pixels: not computed ({baseline['error']}).", ""]
-    elif baseline:
+    elif baseline and "probe/accuracy" in baseline:
         lines += [
             f"Probes on raw pixels, for comparison with the codes' (same probes, same images): linear "
             f"{baseline['probe/accuracy']:.4g} (L2 {baseline['probe/l2']:g}), {settings_knn(suite)}-NN "
             f"{baseline['probe/knn_accuracy']:.4g}.",
             "",
         ]
+    if baseline and "anomaly/pca/auroc" in baseline:
+        lines += [
+            "Anomaly detection without learning, same split: k-NN distance in pixel space AUROC "
+            f"{baseline['anomaly/pixel_knn/auroc']:.4g}, PCA ({PCA_COMPONENTS} components) reconstruction error AUROC "
+            f"{baseline['anomaly/pca/auroc']:.4g}.",
+            "",
+        ]
     lines += tuning_section(out)
     for section, keys in SECTION_KEYS.items():
         if not any(key in row for key in keys for row in table.values()):
             continue  # e.g. no variant samples: no generative section
-        lines += [f"## {section}", "", markdown_table(table, compared, list(keys)), ""]
+        if section == "Anomaly detection":  # one table per detection metric, a column per score
+            lines += [f"## {section}", ""] + anomaly_tables(table, compared)
+        else:
+            lines += [f"## {section}", "", markdown_table(table, compared, list(keys)), ""]
         unseparated = [
             line
             for key in HEADLINE_METRICS[section]

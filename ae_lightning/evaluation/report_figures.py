@@ -155,7 +155,55 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
         curves_figure(chosen, out / "curves.png")
         metrics_figure(table, out / "metrics.png")
         written += ["curves.png", "metrics.png"]
+    written += anomaly_figures(chosen, out)
     return written
+
+
+def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "reconstruction") -> list[str]:
+    """ROC curves of every variant on one plot, and each variant's score histogram for normal and anomalous test
+    images, from the first finished run of each variant (its anomaly_scores.pt)."""
+    from torchmetrics.functional.classification import binary_roc
+
+    from ae_lightning.evaluation.anomaly import as_probabilities
+
+    saved = {}
+    for variant, record in chosen.items():
+        path = Path(record["run_dir"]) / "anomaly_scores.pt"
+        if path.is_file():
+            data = torch.load(path, weights_only=True)
+            if score in data["scores"]:
+                saved[variant] = (data["scores"][score].float(), data["is_anomaly"].bool(), record["seed"])
+    if not saved:
+        return []
+    figure, axis = plt.subplots(figsize=(5.2, 4.6))
+    for variant, (scores, is_anomaly, seed) in saved.items():
+        fpr, tpr, _ = binary_roc(as_probabilities(scores), is_anomaly.long())
+        axis.plot(fpr.numpy(), tpr.numpy(), label=f"{variant} (seed {seed})")
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
+    axis.set_xlabel("false positive rate (normal test images flagged)")
+    axis.set_ylabel("true positive rate (anomalies caught)")
+    axis.set_title(f"ROC of the {score} score")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(out / "anomaly_roc.png", dpi=110)
+    plt.close(figure)
+    columns = min(3, len(saved))
+    rows = math.ceil(len(saved) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
+    for axis, (variant, (scores, is_anomaly, seed)) in zip(axes.flat, saved.items()):
+        bins = torch.linspace(float(scores.min()), float(scores.max()), 41).numpy()
+        axis.hist(scores[~is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="normal")
+        axis.hist(scores[is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="anomalous")
+        axis.set_title(f"{variant} (seed {seed})", fontsize=9)
+        axis.set_xlabel(f"{score} score", fontsize=8)
+        axis.set_ylabel("density", fontsize=8)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(saved) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(out / "anomaly_histograms.png", dpi=110)
+    plt.close(figure)
+    return ["anomaly_roc.png", "anomaly_histograms.png"]
 
 
 def tuning_figure(

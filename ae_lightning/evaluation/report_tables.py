@@ -10,6 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ae_lightning.evaluation.anomaly import ANOMALY_KEYS
+from ae_lightning.evaluation.anomaly import HIGHER_IS_BETTER as ANOMALY_HIGHER
+from ae_lightning.evaluation.anomaly import LOWER_IS_BETTER as ANOMALY_LOWER
 from ae_lightning.evaluation.battery import (
     BATTERY_KEYS,
 )
@@ -26,7 +29,7 @@ from ae_lightning.files import atomic_path
 FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
 
 
-METRIC_KEYS = BATTERY_KEYS + FIT_KEYS
+METRIC_KEYS = BATTERY_KEYS + ANOMALY_KEYS + FIT_KEYS
 
 
 HIGHER_IS_BETTER = {
@@ -38,7 +41,7 @@ HIGHER_IS_BETTER = {
     "probe/knn_accuracy",
     "test/elbo",
     "fit/samples_per_s",
-}
+} | ANOMALY_HIGHER
 
 
 LOWER_IS_BETTER = {
@@ -49,7 +52,7 @@ LOWER_IS_BETTER = {
     "gen/fid_inception",
     "fit/seconds",
     "fit/peak_mem_mb",
-}
+} | ANOMALY_LOWER
 
 
 def variants_in_order(records: list[dict[str, Any]]) -> list[str]:
@@ -118,10 +121,13 @@ def format_value(summary: dict[str, Any]) -> str:
     return f"{format_number(summary['mean'])} ± {format_number(summary['ci_high'] - summary['mean'], 2)}"
 
 
-def markdown_table(table: Table, compared: dict[str, Comparison], keys: list[str]) -> str:
+def markdown_table(
+    table: Table, compared: dict[str, Comparison], keys: list[str], headers: list[str] | None = None
+) -> str:
     """Variant × metric, mean ± the interval's half-width; the best in **bold** and ≈ on every variant not
-    separated from it, both as ``comparison.json`` says (no marks where only one variant has the metric)."""
-    lines = ["| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    separated from it, both as ``comparison.json`` says (no marks where only one variant has the metric).
+    ``headers``: column names other than the keys themselves."""
+    lines = ["| variant | " + " | ".join(headers or keys) + " |", "|---|" + "---|" * len(keys)]
     for variant, row in table.items():
         cells = []
         for key in keys:

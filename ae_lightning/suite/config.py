@@ -21,6 +21,7 @@ from ae_lightning.callbacks import CHECKPOINT_EVERY_N_STEPS
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import parse_device
 from ae_lightning.errors import ConfigError
+from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.battery import EvaluationSettings
 from ae_lightning.variants import VARIANTS
 
@@ -215,6 +216,11 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
         suite["variants"] = [v for v in variants if v["name"] in overrides.only]
     noise = suite["evaluation"].get("noise") or suite["data"].get("noise") or {"kind": "gaussian", "level": 0.3}
     Noise(**noise)
+    unknown_scores = sorted(set(suite["evaluation"].get("anomaly_scores") or ()) - set(ANOMALY_SCORES))
+    if unknown_scores:
+        raise ConfigError(
+            f"evaluation.anomaly_scores: {unknown_scores[0]!r} is not a score; allowed: {list(ANOMALY_SCORES)}"
+        )
     if suite["evaluation"].get("device") is not None:
         parse_device(suite["evaluation"]["device"], "evaluation.device")
     suite["evaluation"]["noise"] = noise

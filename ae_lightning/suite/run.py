@@ -35,7 +35,7 @@ from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, evaluate
 from ae_lightning.evaluation.views import write_latent_views
-from ae_lightning.files import atomic_path, write_json_atomic
+from ae_lightning.files import atomic_path, atomic_torch_save, write_json_atomic
 from ae_lightning.lightning_cli import run_cli
 from ae_lightning.messages import warn
 from ae_lightning.suite.config import RunSpec
@@ -259,6 +259,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
     model.to(device)
     splits = datamodule.splits
+    anomaly: dict[str, torch.Tensor] = {}
     metrics |= evaluate(
         model,
         splits["train"].images,
@@ -267,7 +268,14 @@ def run(run_dir: Path) -> dict[str, Any]:
         splits["test"].labels,
         settings,
         classifier_cache=cache_dir_of(datamodule),
+        test_is_anomaly=datamodule.test_is_anomaly,
+        anomaly_out=anomaly,
     )
+    if anomaly:  # the report's ROC curves, histograms and worst cases
+        atomic_torch_save(
+            {"scores": anomaly, "is_anomaly": datamodule.test_is_anomaly, "labels": splits["test"].labels},
+            run_dir / "anomaly_scores.pt",
+        )
     save_examples(model, datamodule, settings, run_dir / "examples.pt")
     views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir)
     if wandb_logger is not None and not wandb_logger.failed:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ae_lightning.data.batch import Batch
 from ae_lightning.devices import HostCopy
+from ae_lightning.distances import knn_distance
 from ae_lightning.errors import ConfigError, NonFiniteLossError
 from ae_lightning.nets import build_networks, resolve_network
 from ae_lightning.seeding import derive_seed
@@ -67,6 +68,15 @@ class HasPosterior(Protocol):
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def negative_log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor: ...
+
+    def negative_elbo(self, x: Tensor) -> Tensor: ...  # per image, one draw of z
+
+    def iw_nll(self, x: Tensor, samples: int) -> Tensor: ...  # per image, importance-weighted
+
+
+# Anomaly scores (higher = more anomalous), see AutoencoderBase.anomaly_score
+ANOMALY_SCORES = ("reconstruction", "elbo", "iw_nll", "knn_code")
+POSTERIOR_SCORES = ("elbo", "iw_nll")
 
 
 class AutoencoderBase(FastAttributes, pl.LightningModule):
@@ -154,6 +164,52 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
         raise NotImplementedError("each variant defines its loss in training_step")
+
+    # --- using a trained model ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def anomaly_score(
+        self,
+        images: Tensor,
+        score: str = "reconstruction",
+        reference_codes: Tensor | None = None,
+        k: int = 5,
+        iw_samples: int = 100,
+        batch_size: int = 500,
+    ) -> Tensor:
+        """Per-image anomaly scores, higher = more anomalous, [N]. ``images``: uint8 (0–255) or float in [0, 1],
+        [N, C, H, W], as the model was trained on them.
+
+        - ``reconstruction``: mean squared error per pixel of h(g(x)) against x (every variant; a DAE on x itself);
+        - ``elbo``, ``iw_nll``: −ELBO and the importance-weighted NLL (``iw_samples`` draws), in nats — models with
+          a posterior;
+        - ``knn_code``: mean distance of the image's code to its ``k`` nearest ``reference_codes`` (the codes of
+          the normal training images, ``model.encode``), codes standardised by the reference codes.
+        """
+        if score not in ANOMALY_SCORES:
+            raise ConfigError(f"score={score!r} is not an anomaly score; allowed: {list(ANOMALY_SCORES)}")
+        if score in POSTERIOR_SCORES and not isinstance(self, HasPosterior):
+            allowed = [s for s in ANOMALY_SCORES if s not in POSTERIOR_SCORES]
+            raise ConfigError(f"score={score!r} needs a posterior; {type(self).__name__} has none (allowed: {allowed})")
+        if score == "knn_code" and reference_codes is None:
+            raise ConfigError("score='knn_code' needs reference_codes: the codes of normal training images")
+        was_training = self.training
+        self.eval()
+        scores, codes = [], []
+        for chunk in images.split(batch_size):
+            x = chunk.to(self.device)
+            x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+            if score == "reconstruction":
+                scores.append((self(x).float() - x).pow(2).flatten(1).mean(1))
+            elif score == "elbo":
+                scores.append(self.negative_elbo(x))
+            elif score == "iw_nll":
+                scores.append(torch.cat([self.iw_nll(part, iw_samples) for part in x.split(max(1, batch_size // 50))]))
+            else:
+                codes.append(self.encode(x).float())
+        self.train(was_training)
+        if score == "knn_code":
+            return knn_distance(reference_codes.float().to(self.device), torch.cat(codes), k)
+        return torch.cat(scores)
 
     # --- logging --------------------------------------------------------------------------------------------
     def _log_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int) -> None:

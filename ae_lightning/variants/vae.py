@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
-from ae_lightning.variants.base import AutoencoderBase, non_negative
+from ae_lightning.variants.base import AutoencoderBase, HasPosterior, non_negative
 
 # The KL and the likelihoods are sums over units and pixels: computed in float32 also under mixed precision
 # (``.float()`` is free on float32 tensors).
@@ -31,6 +31,19 @@ def gaussian_nll(mean: Tensor, x: Tensor, std: float) -> Tensor:
     """−log N(x; mean, std²·I) per sample, summed over pixels."""
     squared = (x.float() - mean.float()).pow(2).flatten(1).sum(dim=1) / (2 * std**2)
     return squared + x[0].numel() * (math.log(std) + 0.5 * math.log(2 * math.pi))
+
+
+def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -> Tensor:
+    """log p(x) ≈ log (1/k) Σᵢ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),  zᵢ ~ q(z|x)  (per image; Burda et al. 2015)."""
+    mu, logvar = model.posterior(x)
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn(k, *mu.shape, device=x.device)
+    z = mu + std * eps  # [k, B, d]
+    log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    logits = model.decoder(z.flatten(0, 1))
+    log_likelihood = -model.negative_log_likelihood(logits, x.repeat(k, 1, 1, 1)).view(k, -1)
+    return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
 
 
 class VariationalAutoencoder(AutoencoderBase):
@@ -83,6 +96,18 @@ class VariationalAutoencoder(AutoencoderBase):
         if self.kl_warmup_steps == 0 or not self.training:
             return self.beta
         return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
+
+    @torch.no_grad()
+    def negative_elbo(self, x: Tensor) -> Tensor:
+        """Per-image −ELBO = −log p(x|z) + KL(q(z|x) ‖ N(0, I)) with one draw z ~ q(z|x), in nats, [B]."""
+        mu, logvar = self.posterior(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        return self.negative_log_likelihood(self.decoder(z), x) + kl_to_standard_normal(mu, logvar)
+
+    @torch.no_grad()
+    def iw_nll(self, x: Tensor, samples: int) -> Tensor:
+        """Per-image importance-weighted NLL with ``samples`` draws (Burda et al.), in nats, [B]."""
+        return -importance_weighted_log_likelihood(self, x, samples)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -1,0 +1,88 @@
+"""Anomaly detection: how well each variant's scores tell the anomalous test images from the normal ones.
+
+The data module holds the protocol (``data.normal_classes``: train and validation only normal images, the test split
+all of them, ``test_is_anomaly`` saying which are not normal); this module scores images and measures detection.
+
+Scores, higher = more anomalous, through the capability contract (never a class check):
+
+- ``reconstruction``: per-image mean squared error of h(g(x)) against x — every variant (the DAE on clean inputs);
+- ``elbo``: the negative ELBO, −log p(x|z) + KL(q(z|x) ‖ p(z)) with one z ~ q(z|x) — models with a posterior;
+- ``iw_nll``: the importance-weighted NLL with ``anomaly_iw_samples`` draws (Burda et al.) — models with a posterior;
+- ``knn_code``: the mean Euclidean distance of a test code to its ``anomaly_knn`` nearest training codes, codes
+  standardised by the training codes — every variant.
+
+Metrics per score, torchmetrics where it has them: ``anomaly/<score>/auroc`` (P(an anomalous image scores above a
+normal one)), ``…/auprc`` (average precision with the anomalies as positives) and ``…/fpr_at_95tpr`` (the share of
+normal images flagged at the threshold that catches 95 % of anomalies; lower is better).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
+
+from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasPosterior
+
+SCORES = ANOMALY_SCORES
+
+DETECTION_METRICS = ("auroc", "auprc", "fpr_at_95tpr")
+ANOMALY_KEYS = tuple(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS)
+HIGHER_IS_BETTER = {key for key in ANOMALY_KEYS if not key.endswith("fpr_at_95tpr")}
+LOWER_IS_BETTER = {key for key in ANOMALY_KEYS if key.endswith("fpr_at_95tpr")}
+
+
+def applicable_scores(model, wanted: tuple[str, ...]) -> list[str]:
+    """The ``wanted`` scores this model can give (posterior scores only for models with a posterior)."""
+    return [score for score in wanted if score not in POSTERIOR_SCORES or isinstance(model, HasPosterior)]
+
+
+def as_probabilities(scores: Tensor) -> Tensor:
+    """Scores mapped into [0, 1] by their rank, ties kept: torchmetrics reads values outside [0, 1] as logits and
+    squashes them with a sigmoid, which turns large scores (nats, distances) into ties at 1.0."""
+    values, inverse = torch.unique(scores.float().cpu(), return_inverse=True)
+    return inverse.double().div_(max(1, len(values) - 1))
+
+
+def fpr_at_tpr(scores: Tensor, is_anomaly: Tensor, tpr_level: float = 0.95) -> float:
+    """The false positive rate at the lowest threshold whose true positive rate reaches ``tpr_level``."""
+    fpr, tpr, _ = binary_roc(as_probabilities(scores), is_anomaly.long().cpu())
+    return float(fpr[tpr >= tpr_level].min())
+
+
+def detection_metrics(scores: Tensor, is_anomaly: Tensor) -> dict[str, float]:
+    """AUROC, AUPRC (anomalies positive) and FPR at 95 % TPR of ``scores`` (higher = more anomalous)."""
+    scores, target = as_probabilities(scores), is_anomaly.long().cpu()
+    return {
+        "auroc": float(binary_auroc(scores, target)),
+        "auprc": float(binary_average_precision(scores, target)),
+        "fpr_at_95tpr": fpr_at_tpr(scores, target),  # (a rank transform again: it keeps the order)
+    }
+
+
+def anomaly_scores(
+    model,
+    train_codes: Tensor,
+    test_images: Tensor,
+    wanted: tuple[str, ...],
+    knn: int,
+    iw_samples: int,
+    batch_size: int = 500,
+) -> dict[str, Tensor]:
+    """Every applicable wanted score of every test image (uint8 images; codes of the training images given), each
+    from the model's own ``anomaly_score``."""
+    return {
+        score: model.anomaly_score(
+            test_images, score, reference_codes=train_codes, k=knn, iw_samples=iw_samples, batch_size=batch_size
+        ).cpu()
+        for score in applicable_scores(model, wanted)
+    }
+
+
+def anomaly_metrics(scores: dict[str, Tensor], is_anomaly: Tensor) -> dict[str, float]:
+    """``anomaly/<score>/<metric>`` for every score."""
+    return {
+        f"anomaly/{score}/{name}": value
+        for score, values in scores.items()
+        for name, value in detection_metrics(values, is_anomaly).items()
+    }
