@@ -9,6 +9,9 @@ in ``on_after_batch_transfer``, on whatever device the batch is on.
 Every batch is a :class:`Batch` (clean image, corrupted image, label). Training corruption is drawn fresh every
 step; validation and test corruption is drawn once in ``setup`` from a CPU generator seeded by ``seed``, so the
 same seed gives the same corrupted images in every run, for every variant, batch size and device.
+
+(Over 400 lines: the data module, its two loaders and the epoch permutation they share are one path from the files
+to a batch on the device; split apart, the resume and DDP rules of the order would be read in two places.)
 """
 
 from __future__ import annotations
