@@ -268,6 +268,9 @@ def test_report_states_the_likelihood_protocol_next_to_the_nats():
             {"name": "VAE-gauss", "model": "VariationalAutoencoder", "args": {"likelihood": "gaussian"}},
         ],
     }
+    from ae_lightning.suite.config import with_variant_data
+
+    suite = with_variant_data(suite)  # the report reads each variant's complete data, as compare hands it over
     text = likelihood_protocol(suite)
     assert text.startswith("VAE ELBO and IW-NLL (k = 5000) in nats per test image")
     assert "VAE: Bernoulli likelihood on static-binarised images" in text

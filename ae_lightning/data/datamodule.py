@@ -341,6 +341,12 @@ class ImageDataModule(pl.LightningDataModule):
                     test_images, test_labels = sources.load_own(
                         self.name, self.root, self.image_size, self.channels, order[:test_size]
                     )
+                    if test_images.shape[1:] != images.shape[1:]:  # each part stacked alone: compare the two
+                        raise ConfigError(
+                            f"data: images of different sizes (training part {list(images.shape[1:])}, test part "
+                            f"{list(test_images.shape[1:])}) and no data.image_size: set data.image_size to resize "
+                            "and centre-crop them to one size"
+                        )
             self._own_data = (images, labels, test_images, test_labels)
         return self._own_data
 
