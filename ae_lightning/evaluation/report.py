@@ -224,6 +224,14 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             for key in HEADLINE_METRICS[section]
             if key in compared and (line := unseparated_line(key, compared[key])) is not None
         ]
+        finished = sorted({r["seed"] for r in records if r["status"] == "done"})
+        fewer = sorted({tuple(compared[k].seeds) for k in keys if k in compared and compared[k].seeds != finished})
+        unseparated += [
+            f"Marks compare seeds {list(seeds)} only, the ones every variant finished; the cells average all of a "
+            "variant's seeds."
+            for seeds in fewer
+            if len(seeds) > 1
+        ]
         if unseparated:
             lines += ["\n".join(f"- {line}" for line in unseparated), ""]
         if section == "Generative quality":

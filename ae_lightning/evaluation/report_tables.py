@@ -161,7 +161,8 @@ def unseparated_line(key: str, comparison: Comparison) -> str | None:
     return (
         f"`{key}`: {comparison.best} best; not separated from it with {comparison.n_seeds} seeds: "
         f"{', '.join(comparison.not_separable)}. Seeds that would separate each observed difference at "
-        f"{POWER:.0%} power: {', '.join(needed(v) for v in comparison.not_separable)}."
+        f"{POWER:.0%} power: {', '.join(needed(v) for v in comparison.not_separable)} (optimistic: a gap from a best "
+        "picked for looking best runs large)."
     )
 
 

@@ -43,7 +43,8 @@ def range_critical_value(variants: int, df: float, alpha: float = ALPHA) -> floa
     q₁₋α(k, df) / √2. For two variants it is the two-sided t quantile t₁₋α/₂,df (tested)."""
     if variants < 2 or not df > 0:
         raise ValueError(f"need variants >= 2 and df > 0 (got {variants}, {df})")
-    return float(stats.studentized_range.ppf(1 - alpha, variants, df) / math.sqrt(2))
+    # beyond 2000 degrees of freedom the quantile moves in the fourth digit; capping keeps large-n power searches fast
+    return float(stats.studentized_range.ppf(1 - alpha, variants, min(df, 2000)) / math.sqrt(2))
 
 
 @dataclass
@@ -103,8 +104,9 @@ def compare_with_best(
     much as the others', equal variants are called separable in about 11 % of suites: a variant with a much wider
     interval than the rest is read with care.
 
-    Only the seeds every variant finished are used (complete blocks). With fewer than two such seeds nothing is
-    separable: the statement is the mean's ranking alone, and the method says so. ``with_power``: also say, for
+    Only the seeds every variant finished are used (complete blocks; the best is then the best mean over those
+    seeds, and ``seeds`` says which — the report says so under its table). With fewer than two such seeds, or no
+    spread across them, nothing is separable, and the method says why. ``with_power``: also say, for
     each pair not separated, how many seeds would separate it (:func:`seeds_to_separate`).
     """
     names = [name for name, values in scores.items() if values]
@@ -131,6 +133,14 @@ def compare_with_best(
     residuals = table - table.mean(1, keepdims=True) - table.mean(0, keepdims=True) + table.mean()
     df = (k - 1) * (n - 1)
     residual_sd = math.sqrt(float((residuals**2).sum()) / df)
+    if residual_sd <= 1e-9 * max(1.0, float(np.abs(table).max())):
+        # every difference is the same on every seed: the additive model leaves no error to judge a difference by
+        return Comparison(
+            not_separable=others,
+            separable=[],
+            method="no spread across seeds (every per-seed difference equal): nothing can be separated",
+            **{**base, "best": best},
+        )
     critical = range_critical_value(k, df, alpha)
     standard_error = residual_sd * math.sqrt(2 / n)
     separable = [name for name in others if sign * (block_means[best] - block_means[name]) > critical * standard_error]
