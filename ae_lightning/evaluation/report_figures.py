@@ -159,6 +159,14 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
     return written
 
 
+SCORE_LABELS = {
+    "reconstruction": "reconstruction error (MSE per pixel)",
+    "elbo": "−ELBO (nats)",
+    "iw_nll": "IW-NLL (nats)",
+    "knn_code": "code k-NN distance (standardised)",
+}
+
+
 def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "reconstruction") -> list[str]:
     """ROC curves of every variant on one plot, and each variant's score histogram for normal and anomalous test
     images, from the first finished run of each variant (its anomaly_scores.pt)."""
@@ -182,7 +190,7 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
     axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
     axis.set_xlabel("false positive rate (normal test images flagged)")
     axis.set_ylabel("true positive rate (anomalies caught)")
-    axis.set_title(f"ROC of the {score} score")
+    axis.set_title(f"ROC of the {SCORE_LABELS.get(score, score)} score")
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(out / "anomaly_roc.png", dpi=110)
@@ -195,7 +203,7 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
         axis.hist(scores[~is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="normal")
         axis.hist(scores[is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="anomalous")
         axis.set_title(f"{variant} (seed {seed})", fontsize=9)
-        axis.set_xlabel(f"{score} score", fontsize=8)
+        axis.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
         axis.set_ylabel("density", fontsize=8)
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(saved) :]:
