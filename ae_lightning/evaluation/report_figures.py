@@ -190,7 +190,7 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
     axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
     axis.set_xlabel("false positive rate (normal test images flagged)")
     axis.set_ylabel("true positive rate (anomalies caught)")
-    axis.set_title(f"ROC of the {SCORE_LABELS.get(score, score)} score")
+    axis.set_title(f"ROC of the score: {SCORE_LABELS.get(score, score)}", fontsize=10)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(out / "anomaly_roc.png", dpi=110)
