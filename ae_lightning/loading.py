@@ -41,7 +41,8 @@ class Prepare:
         if images.shape[1] != channels:
             if images.shape[1] == 3 and channels == 1:  # as torchvision reads an RGB file in grey mode
                 weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
-                images = (images.float() * weights).sum(1, keepdim=True).round().to(images.dtype)
+                grey = (images.float() * weights).sum(1, keepdim=True)
+                images = grey.round().to(torch.uint8) if images.dtype == torch.uint8 else grey.to(images.dtype)
             elif images.shape[1] == 1 and channels == 3:
                 images = images.expand(-1, 3, -1, -1)
         if tuple(images.shape[2:]) != self.input_shape[1:]:
@@ -51,12 +52,16 @@ class Prepare:
             raise ConfigError(
                 f"images of shape {list(images.shape[1:])} cannot be made into the model's {list(self.input_shape)}"
             )
-        if images.dtype == torch.uint8:
-            if self.binarize != "none":  # threshold; static/dynamic: a seeded Bernoulli draw, as evaluation uses
-                mode = "threshold" if self.binarize == "threshold" else "static"
-                images = binarize_images(images, mode, torch.Generator().manual_seed(0))
-            return images.float().div(255)
-        return images.float()
+        if images.dtype != torch.uint8:
+            if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+                raise ConfigError("float images must lie in [0, 1]; give uint8 images (0–255) as the data reads them")
+            if self.binarize == "none":
+                return images.float()
+            images = images.float().mul(255).round().to(torch.uint8)  # binarised below, as uint8 images are
+        if self.binarize != "none":  # threshold; static/dynamic: a seeded Bernoulli draw, as evaluation uses
+            mode = "threshold" if self.binarize == "threshold" else "static"
+            images = binarize_images(images, mode, torch.Generator().manual_seed(0))
+        return images.float().div(255)
 
 
 def checkpoint_of(run_dir: Path) -> Path:
@@ -65,10 +70,11 @@ def checkpoint_of(run_dir: Path) -> Path:
     name = json.loads(result.read_text()).get("checkpoint") if result.is_file() else None
     if name and (run_dir / "checkpoints" / name).is_file():
         return run_dir / "checkpoints" / name
-    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.name))
+    checkpoints = list((run_dir / "checkpoints").glob("*.ckpt"))
     if not checkpoints:
         raise ConfigError(f"{run_dir}: no checkpoint under {run_dir / 'checkpoints'} (did the run train?)")
-    return checkpoints[0]
+    # ModelCheckpoint keeps one best checkpoint besides last.ckpt: that one, else last
+    return sorted(checkpoints, key=lambda p: (p.name == "last.ckpt", -p.stat().st_mtime))[0]
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> AutoencoderBase:

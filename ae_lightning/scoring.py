@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 import torch
@@ -38,6 +39,12 @@ def read_images(path: Path) -> tuple[torch.Tensor, list[str]]:
     raise ConfigError(f"--images {str(path)!r}: no such folder or file (an image folder, or a .npz/.pt with 'images')")
 
 
+def run_evaluation(run: Path) -> dict:
+    """The evaluation settings a run's battery used (run.json), {} for a bare checkpoint."""
+    info = run / "run.json" if run.is_dir() else None
+    return (json.loads(info.read_text()).get("evaluation") or {}) if info and info.is_file() else {}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ae-lightning score", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run directory (results/<suite>/runs/<variant>/seed<s>) or a .ckpt")
@@ -46,8 +53,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scores", nargs="+", default=None, help=f"which scores (default: all that apply), of {list(ANOMALY_SCORES)}"
     )
-    parser.add_argument("--k", type=int, default=5, help="neighbours of the knn_code score (default 5)")
-    parser.add_argument("--iw-samples", type=int, default=100, help="importance samples of iw_nll (default 100)")
+    parser.add_argument(
+        "--k", type=int, default=None, help="neighbours of knn_code (default: the run's anomaly_knn, 5)"
+    )
+    parser.add_argument(
+        "--iw-samples", type=int, default=None, help="importance samples of iw_nll (default: the run's, 100)"
+    )
     return parser.parse_args(argv)
 
 
@@ -66,14 +77,20 @@ def main(argv: list[str]) -> int:
         else model.prepare(images)
     )
     reference = None
-    if "knn_code" in wanted:
+    if "knn_code" in wanted:  # the battery's reference: codes of the run's training images, as many as it used
         if not model.data_config:
             raise ConfigError(f"{args.run}: knn_code needs the run's training data, and no data config came with it")
         datamodule = ImageDataModule(**{**model.data_config, "read_test": False})
         datamodule.setup("fit")
-        reference = model.encode(datamodule.splits["train"].images[:10000].float().div(255)).detach()
+        count = run_evaluation(args.run).get("probe_train_samples")
+        with torch.no_grad():
+            train = datamodule.evaluated_train_images()[:count]
+            reference = torch.cat([model.encode(chunk.float().div(255)) for chunk in train.split(500)])
+    evaluation = run_evaluation(args.run)
+    k = args.k or evaluation.get("anomaly_knn", 5)
+    iw_samples = args.iw_samples or evaluation.get("anomaly_iw_samples", 100)
     scores = {
-        score: model.anomaly_score(prepared, score, reference_codes=reference, k=args.k, iw_samples=args.iw_samples)
+        score: model.anomaly_score(prepared, score, reference_codes=reference, k=k, iw_samples=iw_samples)
         for score in wanted
     }
     order = torch.argsort(scores[wanted[0]], descending=True)

@@ -63,6 +63,40 @@ def test_knn_distance_is_the_mean_distance_to_the_nearest_standardised_neighbour
     assert torch.allclose(knn_distance(train, test, 3), expected, atol=1e-5)
 
 
+def test_edge_cases_give_nan_or_count_plainly():
+    is_anomaly = torch.tensor([False, True, False, True])
+    nan = detection_metrics(torch.tensor([0.1, float("nan"), 0.2, 0.3]), is_anomaly)  # a diverged model's scores
+    assert all(v != v for v in nan.values())
+    one_kind = detection_metrics(torch.rand(4), torch.zeros(4, dtype=torch.bool))
+    assert all(v != v for v in one_kind.values())
+    # a feature constant on train is centred, not scaled: a test value there counts as it is (not × 1e6)
+    train = torch.cat([torch.randn(20, 1), torch.zeros(20, 1)], dim=1)
+    test = torch.tensor([[train[0, 0].item(), 0.5]])
+    assert knn_distance(train, test, 1).item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_prepare_makes_images_what_the_model_was_trained_on():
+    from ae_lightning.loading import Prepare
+
+    grey = Prepare({"binarize": "none"}, (1, 8, 8))
+    rgb = torch.full((2, 3, 8, 8), 0.4)
+    assert torch.allclose(grey(rgb), torch.full((2, 1, 8, 8), 0.4))  # float RGB to grey, not rounded to 0/1
+    assert torch.equal(grey(torch.full((1, 1, 8, 8), 255, dtype=torch.uint8)), torch.ones(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"float images must lie in \[0, 1\]"):
+        grey(torch.full((1, 1, 8, 8), 200.0))
+    binary = Prepare({"binarize": "threshold"}, (1, 8, 8))
+    assert set(binary(torch.full((1, 1, 8, 8), 0.7)).unique().tolist()) == {1.0}  # floats are binarised too
+    resized = Prepare({"image_size": 8}, (1, 8, 8))(torch.zeros(1, 1, 16, 12, dtype=torch.uint8))
+    assert resized.shape == (1, 1, 8, 8)
+
+
+def test_dynamic_binarisation_evaluates_one_fixed_draw_of_the_training_images(data_root):
+    dm = datamodule(data_root, binarize="dynamic")
+    first, again = dm.evaluated_train_images(), datamodule(data_root, binarize="dynamic").evaluated_train_images()
+    assert set(first.unique().tolist()) == {0, 255} and torch.equal(first, again)
+    assert len(set(dm.splits["train"].images.unique().tolist())) > 2  # training itself draws afresh each step
+
+
 def datamodule(root, **kwargs) -> ImageDataModule:
     dm = ImageDataModule(name="mnist", root=str(root), download=False, val_size=100, batch_size=50, **kwargs)
     dm.setup("fit")
@@ -135,6 +169,7 @@ def test_a_suite_measures_detection_and_reports_it(anomaly_suite):
     assert 0 <= ae["metrics"]["anomaly/reconstruction/auroc"] <= 1 and "anomaly/knn_code/auprc" in ae["metrics"]
     assert "anomaly/elbo/auroc" not in ae["metrics"] and "anomaly/iw_nll/fpr_at_95tpr" in vae["metrics"]
     assert "probe/accuracy" not in ae["metrics"]  # one-class training data: no class probes
+    assert "gen/fd_domain" not in vae["metrics"]  # nor a domain classifier that knows the normal classes only
     saved = torch.load(ae["run_dir"] + "/anomaly_scores.pt", weights_only=True)
     assert torch.equal(saved["is_anomaly"], saved["labels"] != 1)
     aggregate = json.loads((anomaly_suite / "aggregate.json").read_text())

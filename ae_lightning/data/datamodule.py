@@ -383,6 +383,14 @@ class ImageDataModule(pl.LightningDataModule):
             test_images = self._binarized(test_images, offset=5)
             self.splits["test"] = Split(test_images, test_labels, self._eval_corruption(test_images, offset=2))
 
+    def evaluated_train_images(self) -> Tensor:
+        """The training images as the evaluation reads them: under ``binarize: dynamic`` (kept grey for a fresh
+        draw every training step) one fixed seeded draw, like the validation and test splits; else as they are."""
+        images = self.splits["train"].images
+        if self.binarize != "dynamic":
+            return images
+        return binarize_images(images, "static", seeding.generator(self.seed, "binarize", 6))
+
     def _check_normal_classes(self, labels: Tensor, test_labels: Tensor | None) -> None:
         """One message for each way ``normal_classes`` cannot make an anomaly-detection split of this data."""
         if not (labels >= 0).any():

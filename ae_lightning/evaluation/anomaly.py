@@ -18,6 +18,8 @@ normal images flagged at the threshold that catches 95 % of anomalies; lower is 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
@@ -40,18 +42,24 @@ def applicable_scores(model, wanted: tuple[str, ...]) -> list[str]:
 def as_probabilities(scores: Tensor) -> Tensor:
     """Scores mapped into [0, 1] by their rank, ties kept: torchmetrics reads values outside [0, 1] as logits and
     squashes them with a sigmoid, which turns large scores (nats, distances) into ties at 1.0."""
-    values, inverse = torch.unique(scores.float().cpu(), return_inverse=True)
+    values, inverse = torch.unique(scores.double().cpu(), return_inverse=True)
     return inverse.double().div_(max(1, len(values) - 1))
 
 
 def fpr_at_tpr(scores: Tensor, is_anomaly: Tensor, tpr_level: float = 0.95) -> float:
-    """The false positive rate at the lowest threshold whose true positive rate reaches ``tpr_level``."""
+    """The false positive rate at the highest threshold whose true positive rate reaches ``tpr_level`` (the fewest
+    normal images flagged while catching that share of anomalies); NaN without both kinds of images."""
+    if is_anomaly.all() or not is_anomaly.any():
+        return math.nan
     fpr, tpr, _ = binary_roc(as_probabilities(scores), is_anomaly.long().cpu())
     return float(fpr[tpr >= tpr_level].min())
 
 
 def detection_metrics(scores: Tensor, is_anomaly: Tensor) -> dict[str, float]:
-    """AUROC, AUPRC (anomalies positive) and FPR at 95 % TPR of ``scores`` (higher = more anomalous)."""
+    """AUROC, AUPRC (anomalies positive) and FPR at 95 % TPR of ``scores`` (higher = more anomalous); NaN for all
+    three where a score is not finite (a diverged model) or only one kind of image is there."""
+    if not torch.isfinite(scores).all() or is_anomaly.all() or not is_anomaly.any():
+        return dict.fromkeys(DETECTION_METRICS, math.nan)
     scores, target = as_probabilities(scores), is_anomaly.long().cpu()
     return {
         "auroc": float(binary_auroc(scores, target)),

@@ -61,6 +61,7 @@ def compute_pixel_baseline(data: dict[str, Any], evaluation: dict[str, Any]) -> 
     datamodule.prepare_data()
     datamodule.setup("fit")
     train, test = datamodule.splits["train"], datamodule.splits["test"]
+    train = train._replace(images=datamodule.evaluated_train_images())
     if not has_labels(train.labels):
         return None  # (normal_classes needs labels: the data module has already said so)
     train_images = train.images[: settings.probe_train_samples]

@@ -34,6 +34,7 @@ from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimil
 
 from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
+from ae_lightning.distances import standard_deviation
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.anomaly import anomaly_metrics, anomaly_scores
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
@@ -140,8 +141,8 @@ def reconstruction_metrics(
 
 
 def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
-    """Both scaled by the training features' mean and std (features constant on train stay 0)."""
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    """Both scaled by the training features' mean and std (features constant on train are centred, not scaled)."""
+    mean, std = train.mean(0), standard_deviation(train)
     return (train - mean) / std, (test - mean) / std
 
 
@@ -344,7 +345,8 @@ def evaluate(
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):
         results |= vae_metrics(model, test_images, settings)
-    if isinstance(model, Samples) and classifier_cache is not None:
+    # no generative metrics in anomaly detection: the domain classifier would know the normal classes only
+    if isinstance(model, Samples) and classifier_cache is not None and test_is_anomaly is None:
         results |= generative_metrics(
             model, train_images, train_labels, test_images, test_labels, settings, classifier_cache
         )

@@ -262,7 +262,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     anomaly: dict[str, torch.Tensor] = {}
     metrics |= evaluate(
         model,
-        splits["train"].images,
+        datamodule.evaluated_train_images(),
         splits["train"].labels,
         splits["test"].images,
         splits["test"].labels,

@@ -198,18 +198,21 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         was_training = self.training
         self.eval()
         scores, codes = [], []
-        for chunk in images.split(batch_size):
-            x = chunk.to(self.device)
-            x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-            if score == "reconstruction":
-                scores.append((self(x).float() - x).pow(2).flatten(1).mean(1))
-            elif score == "elbo":
-                scores.append(self.negative_elbo(x))
-            elif score == "iw_nll":
-                scores.append(torch.cat([self.iw_nll(part, iw_samples) for part in x.split(max(1, batch_size // 50))]))
-            else:
-                codes.append(self.encode(x).float())
-        self.train(was_training)
+        try:
+            for chunk in images.split(batch_size):
+                x = chunk.to(self.device)
+                x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+                if score == "reconstruction":
+                    scores.append((self(x).float() - x).pow(2).flatten(1).mean(1))
+                elif score == "elbo":
+                    scores.append(self.negative_elbo(x))
+                elif score == "iw_nll":
+                    parts = x.split(max(1, batch_size // 50))
+                    scores.append(torch.cat([self.iw_nll(part, iw_samples) for part in parts]))
+                else:
+                    codes.append(self.encode(x).float())
+        finally:
+            self.train(was_training)
         if score == "knn_code":
             return knn_distance(reference_codes.float().to(self.device), torch.cat(codes), k)
         return torch.cat(scores)
