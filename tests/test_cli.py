@@ -265,9 +265,10 @@ def test_missing_data_offline_is_one_clear_error(tmp_path):
 def test_help_lists_every_subcommand(tmp_path):
     result = cli("--help", cwd=tmp_path)
     assert (
-        result.returncode == 0 and "usage: ae-lightning {fit,validate,test,predict,compare,tune} ..." in result.stdout
+        result.returncode == 0
+        and "usage: ae-lightning {fit,validate,test,predict,compare,tune,score} ..." in result.stdout
     )
-    for subcommand in ("fit", "validate", "test", "predict", "compare", "tune"):
+    for subcommand in ("fit", "validate", "test", "predict", "compare", "tune", "score"):
         assert f"\n  {subcommand} " in result.stdout, subcommand
     assert cli(cwd=tmp_path).returncode == 2  # no subcommand: the same help, and an error code
     result = cli("fit", "--help", cwd=tmp_path)
@@ -276,3 +277,5 @@ def test_help_lists_every_subcommand(tmp_path):
     assert result.returncode == 0 and "--task-index" in result.stdout and "--report-only" in result.stdout
     result = cli("tune", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--tune-only" in result.stdout and "--worker-index" not in result.stdout
+    result = cli("score", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--images" in result.stdout and "--scores" in result.stdout
