@@ -18,7 +18,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed if it fails (the file under ``path``, if any, is left as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    # one partial file per process: processes writing the same file at once (tuning workers establishing one
+    # suite) must not rename each other's partial away
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         yield partial
     except BaseException:

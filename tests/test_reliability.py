@@ -368,3 +368,29 @@ def test_preemption_signal_is_handled_at_the_end_of_the_step(data_root, tmp_path
         assert signal.getsignal(signal.SIGUSR1) is lightning_stand_in and trainer.global_step == 6
     finally:
         signal.signal(signal.SIGUSR1, original)
+
+
+def _write_many(path: str, tag: int, start) -> None:
+    from ae_lightning.files import write_json_atomic
+
+    start.wait()  # both processes write at the same time
+    payload = list(range(20000))  # a write long enough for the two to overlap
+    for index in range(300):
+        write_json_atomic(path, {"writer": tag, "index": index, "payload": payload})
+
+
+def test_processes_writing_one_file_at_once_never_fail(tmp_path):
+    """Tuning workers start together and each writes OUT/suite.json: atomic writes from several processes to one
+    path must all succeed, and leave a whole file and no partial."""
+    import multiprocessing
+
+    path = tmp_path / "suite.json"
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [context.Process(target=_write_many, args=(str(path), tag, start)) for tag in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert json.loads(path.read_text())["index"] == 299 and not list(tmp_path.glob("*.partial"))
