@@ -110,3 +110,44 @@ def write_celeba_like(root: Path, n: int = 60) -> Path:
         lines.append(f"{name} {0 if index < 0.7 * n else 1 if index < 0.8 * n else 2}")
     (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_mvtec_like(
+    root: Path,
+    n_train: int = 80,
+    n_good: int = 20,
+    defects: tuple[str, ...] = ("scratch", "spot"),
+    n_defect: int = 10,
+    size: int = 24,
+    masks: bool = True,
+) -> Path:
+    """One category in the MVTec AD layout: train/good, test/good, test/<defect> and (``masks``)
+    ground_truth/<defect>/<name>_mask.png. Normal images are smooth random blobs; a defect is a bright square at a
+    random place, which its mask marks."""
+    from torchvision.io import write_png
+
+    generator = torch.Generator().manual_seed(7)
+
+    def normal_image() -> torch.Tensor:
+        low = torch.rand(3, 4, 4, generator=generator)
+        image = F.interpolate(low[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        return (image * 0.6 * 255).to(torch.uint8)
+
+    def write(folder: Path, name: str, image: torch.Tensor) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(image, str(folder / name))
+
+    for index in range(n_train):
+        write(root / "train" / "good", f"{index:03d}.png", normal_image())
+    for index in range(n_good):
+        write(root / "test" / "good", f"{index:03d}.png", normal_image())
+    for defect in defects:
+        for index in range(n_defect):
+            image, mask = normal_image(), torch.zeros(1, size, size, dtype=torch.uint8)
+            top, left = torch.randint(0, size - 6, (2,), generator=generator).tolist()
+            image[:, top : top + 6, left : left + 6] = 255
+            mask[:, top : top + 6, left : left + 6] = 255
+            write(root / "test" / defect, f"{index:03d}.png", image)
+            if masks:
+                write(root / "ground_truth" / defect, f"{index:03d}_mask.png", mask)
+    return root

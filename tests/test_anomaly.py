@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ae_lightning import Autoencoder, ImageDataModule, VariationalAutoencoder
 from ae_lightning.distances import knn_distance
-from ae_lightning.errors import ConfigError
+from ae_lightning.errors import ConfigError, DataNotFoundError
 from ae_lightning.evaluation.anomaly import anomaly_scores, detection_metrics, fpr_at_tpr
+from ae_lightning.suite.run import wandb_run_id
 
 from conftest import write_small_suite
-from datasets import write_image_folder
+from datasets import write_image_folder, write_mvtec_like
 from test_cli import cli
 
 
@@ -148,41 +150,146 @@ def test_scores_come_through_the_capability_contract(data_root):
     assert (vae_scores["elbo"] > 0).all() and (vae_scores["iw_nll"] > 0).all()  # nats of a Bernoulli model
 
 
+PROTOCOL_CLASSES = [1, 2]
+
+
 @pytest.fixture(scope="module")
 def anomaly_suite(tmp_path_factory, data_root):
+    """The one-class protocol over classes 1 and 2: AE and VAE, two seeds, one epoch (8 runs)."""
     tmp_path = tmp_path_factory.mktemp("anomaly")
     variants = [{"name": "AE", "model": "Autoencoder"}, {"name": "VAE", "model": "VariationalAutoencoder"}]
-    data = {"name": "mnist", "root": str(data_root), "download": False, "val_size": 100, "batch_size": 50}
     suite = write_small_suite(
-        tmp_path / "a.yaml", data_root, "anomaly", variants, 1, "disabled", seeds=[0, 1],
-        data={**data, "normal_classes": [1]},
+        tmp_path / "a.yaml", data_root, "anomaly", variants, 1, "offline", seeds=[0, 1],
+        one_class=PROTOCOL_CLASSES,
     )  # fmt: skip
+    count = cli("compare", str(suite), "--count", cwd=tmp_path)
+    assert count.stdout.strip() == "8"  # variants × classes × seeds: the size of a SLURM array
     result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[8/8 VAE class 2 seed 1] done" in result.stdout
     return tmp_path / "out"
+
+
+def run_of(out: Path, variant: str, normal_class: int = 1, seed: int = 0) -> Path:
+    return out / "runs" / variant / f"class{normal_class}" / f"seed{seed}"
 
 
 def test_a_suite_measures_detection_and_reports_it(anomaly_suite):
     records = json.loads((anomaly_suite / "summary.json").read_text())
+    assert sorted((r["variant"], r["normal_class"], r["seed"]) for r in records) == [
+        (v, c, s) for v in ("AE", "VAE") for c in PROTOCOL_CLASSES for s in (0, 1)
+    ]
     ae = next(r for r in records if r["variant"] == "AE")
     vae = next(r for r in records if r["variant"] == "VAE")
     assert 0 <= ae["metrics"]["anomaly/reconstruction/auroc"] <= 1 and "anomaly/knn_code/auprc" in ae["metrics"]
     assert "anomaly/elbo/auroc" not in ae["metrics"] and "anomaly/iw_nll/fpr_at_95tpr" in vae["metrics"]
     assert "probe/accuracy" not in ae["metrics"]  # one-class training data: no class probes
     assert "gen/fd_domain" not in vae["metrics"]  # nor a domain classifier that knows the normal classes only
-    saved = torch.load(ae["run_dir"] + "/anomaly_scores.pt", weights_only=True)
-    assert torch.equal(saved["is_anomaly"], saved["labels"] != 1)
+    for record in records:  # each run's own normal class
+        saved = torch.load(record["run_dir"] + "/anomaly_scores.pt", weights_only=True)
+        assert torch.equal(saved["is_anomaly"], saved["labels"] != record["normal_class"])
+        config = yaml.safe_load((Path(record["run_dir"]) / "config.yaml").read_text())
+        assert config["data"]["normal_classes"] == [record["normal_class"]]
+        info = json.loads((Path(record["run_dir"]) / "run.json").read_text())
+        assert info["normal_class"] == record["normal_class"]
+        (wandb_run,) = (Path(record["run_dir"]) / "wandb").glob("offline-run-*")  # its own W&B run, not shared
+        assert wandb_run.name.endswith(
+            wandb_run_id(info["suite_id"], record["variant"], record["seed"], info["normal_class"])
+        )
+    # overall: each seed's mean over the classes, then statistics over seeds
+    key = "anomaly/reconstruction/auroc"
+    per_seed = [
+        sum(r["metrics"][key] for r in records if r["variant"] == "AE" and r["seed"] == seed) / 2 for seed in (0, 1)
+    ]
     aggregate = json.loads((anomaly_suite / "aggregate.json").read_text())
-    assert aggregate["AE"]["anomaly/reconstruction/auroc"]["n"] == 2
+    assert aggregate["AE"][key]["n"] == 2 and aggregate["AE"][key]["mean"] == pytest.approx(sum(per_seed) / 2)
     comparison = json.loads((anomaly_suite / "comparison.json").read_text())
-    assert comparison["anomaly/reconstruction/auroc"]["best"] in ("AE", "VAE")
+    assert comparison[key]["best"] in ("AE", "VAE") and comparison[key]["n_seeds"] == 2
     assert comparison["anomaly/elbo/auroc"]["best"] == "VAE"  # the only variant with the score
+    # per class: that class's runs only, compared within the class
+    per_class = json.loads((anomaly_suite / "per_class.json").read_text())
+    assert sorted(per_class) == ["1", "2"]
+    class2 = [r["metrics"][key] for r in records if r["variant"] == "VAE" and r["normal_class"] == 2]
+    assert per_class["2"]["aggregate"]["VAE"][key]["mean"] == pytest.approx(sum(class2) / 2)
+    assert per_class["1"]["comparison"][key]["best"] in ("AE", "VAE")
     baseline = json.loads((anomaly_suite / "pixel_baseline.json").read_text())
-    assert 0 <= baseline["anomaly/pca/auroc"] <= 1 and "anomaly/pixel_knn/fpr_at_95tpr" in baseline
+    assert sorted(baseline["per_class"]) == ["1", "2"]
+    assert baseline["anomaly/pca/auroc"] == pytest.approx(
+        sum(b["anomaly/pca/auroc"] for b in baseline["per_class"].values()) / 2
+    )
     report = (anomaly_suite / "report.md").read_text()
-    assert "## Anomaly detection" in report and "Anomaly detection: normal classes [1]" in report
+    assert "## Anomaly detection, over the 2 normal classes" in report
+    assert "the one-class protocol (Ruff et al. 2018) over classes [1, 2]" in report
+    assert "## Anomaly detection per normal class" in report and "| variant | 1 | 2 |" in report
+    assert report.index("## Anomaly detection") < report.index("## Reconstruction")  # the suite's task first
     assert f"PCA (32 components) reconstruction error AUROC {baseline['anomaly/pca/auroc']:.4g}" in report
-    assert "anomaly_roc.png" in report and (anomaly_suite / "anomaly_histograms.png").is_file()
+    for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png"):
+        assert figure in report and (anomaly_suite / figure).is_file()
+    with open(anomaly_suite / "summary.csv") as f:
+        header = f.readline().strip().split(",")
+    assert header[:4] == ["variant", "model", "normal_class", "seed"]
+    # the W&B summary run's table: a row per run, with its class
+    (table_file,) = (anomaly_suite / "wandb").glob("offline-run-*/files/media/table/battery_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"][:4] == ["variant", "model", "normal_class", "seed"] and len(table["data"]) == 8
+
+
+def test_protocol_records_average_over_classes_and_need_every_class():
+    from ae_lightning.evaluation.report_tables import protocol_records
+
+    def run(variant, normal_class, seed, value, status="done"):
+        metrics = {"anomaly/reconstruction/auroc": value} if status == "done" else {}
+        return {
+            "variant": variant, "model": "Autoencoder", "seed": seed, "normal_class": normal_class,
+            "status": status, "error": None, "metrics": metrics, "run_dir": f"{variant}/{normal_class}/{seed}",
+        }  # fmt: skip
+
+    merged = protocol_records(
+        [run("AE", 0, 0, 0.6), run("AE", 1, 0, 0.8), run("AE", 0, 1, 0.7), run("AE", 1, 1, 0.5, "failed")]
+    )
+    assert [(r["seed"], r["status"]) for r in merged] == [(0, "done"), (1, "failed")]
+    assert merged[0]["metrics"]["anomaly/reconstruction/auroc"] == pytest.approx(0.7)
+    assert merged[1]["metrics"] == {} and "normal class(es) [1] did not finish" in merged[1]["error"]
+
+
+def test_worst_cases_are_the_normal_images_scored_highest_and_the_anomalies_scored_lowest():
+    from ae_lightning.suite.run import worst_cases
+
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.2, 0.8, 0.05])
+    is_anomaly = torch.tensor([False, False, False, True, True, True])
+    images = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1)
+    worst = worst_cases(scores, is_anomaly, images, count=2)
+    assert worst["false_positive_index"].tolist() == [1, 2] and worst["false_negative_index"].tolist() == [5, 3]
+    assert worst["false_positives"].flatten().tolist() == [1, 2]
+    assert worst["false_negative_scores"].tolist() == pytest.approx([0.05, 0.2])
+
+
+def test_bad_one_class_settings_are_refused_before_anything_runs(tmp_path, data_root):
+    variants = [{"name": "AE", "model": "Autoencoder"}]
+    flat = write_image_folder(tmp_path / "flat", 30, (1, 16, 16), classes=False)
+    cases = [
+        ({"one_class": [1, 12]}, "one_class: class 12 is not in the data; its classes are 0 to 9"),
+        ({"one_class": []}, "one_class=[] must be a non-empty list of distinct class labels"),
+        ({"one_class": [1, 1]}, "one_class=[1, 1] must be a non-empty list of distinct class labels"),
+        (
+            {"one_class": [1], "variants": [{"name": "AE", "model": "Autoencoder", "data": {"normal_classes": [2]}}]},
+            "AE also has data.normal_classes=[2]: remove one of them",
+        ),
+        (
+            {"one_class": [0], "data": {"name": "folder", "root": str(flat), "val_size": 5}},
+            "needs labelled data; folder at",
+        ),
+    ]
+    for extra, message in cases:
+        own = extra.pop("variants", variants)
+        suite = write_small_suite(tmp_path / "s.yaml", data_root, "bad", own, 1, "disabled", **extra)
+        result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr, (message, result.stderr[-2000:])
+        assert not (tmp_path / "out").exists()
+    suite = write_small_suite(tmp_path / "s.yaml", data_root, "bad", variants, 1, "disabled", one_class=[1])
+    result = cli("tune", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2 and "runs the one-class protocol (one_class=[1]); tune a suite" in result.stderr
 
 
 def test_an_unknown_anomaly_score_is_refused_before_anything_runs(tmp_path, data_root):
@@ -206,7 +313,7 @@ def readme_example() -> str:
 def test_load_gives_the_judged_model_and_the_readme_example_runs(anomaly_suite, data_root, monkeypatch):
     import ae_lightning
 
-    run_dir = anomaly_suite / "runs" / "VAE" / "seed0"
+    run_dir = run_of(anomaly_suite, "VAE")
     model = ae_lightning.load(run_dir)
     assert isinstance(model, VariationalAutoencoder) and not model.training
     assert model.data_config["normal_classes"] == [1] and model.checkpoint_path.parent.name == "checkpoints"
@@ -219,7 +326,7 @@ def test_load_gives_the_judged_model_and_the_readme_example_runs(anomaly_suite, 
     with pytest.raises(ConfigError, match="score='knn_code' needs reference_codes"):
         model.anomaly_score(x, "knn_code")
     with pytest.raises(ConfigError, match="'elbo' needs a posterior; Autoencoder has none"):
-        ae_lightning.load(anomaly_suite / "runs" / "AE" / "seed0").anomaly_score(x, "elbo")
+        ae_lightning.load(run_of(anomaly_suite, "AE")).anomaly_score(x, "elbo")
     with pytest.raises(ConfigError, match="does not exist"):
         ae_lightning.load(anomaly_suite / "runs" / "nothing")
     # the README's example, as written, on this run and these images
@@ -237,7 +344,7 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
 
     images = datamodule(data_root, normal_classes=[1]).splits["test"].images[:30]
     np.savez(tmp_path / "new.npz", images=images.numpy())
-    run_dir = anomaly_suite / "runs" / "AE" / "seed0"
+    run_dir = run_of(anomaly_suite, "AE")
     out = tmp_path / "scores.csv"
     result = cli("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -252,3 +359,110 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
     assert float(ranks[0]["reconstruction"]) == max(float(r["reconstruction"]) for r in rows)
     bad = cli("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--scores", "elbo", cwd=tmp_path)
     assert bad.returncode == 2 and "--scores elbo: not a score of Autoencoder; allowed: ['reconstruction'" in bad.stderr
+
+
+def test_pixel_auroc_pools_every_pixel_of_every_image():
+    from ae_lightning.evaluation.anomaly import pixel_auroc
+
+    generator = torch.Generator().manual_seed(3)
+    masks = torch.rand(4, 6, 6, generator=generator) < 0.2
+    maps = torch.rand(4, 6, 6, generator=generator) + masks.float() * 0.5
+    assert pixel_auroc(maps, masks) == pytest.approx(brute_auroc(maps.flatten(), masks.flatten()), abs=1e-6)
+    assert pixel_auroc(masks.float(), masks) == 1.0
+    assert pixel_auroc(maps, torch.zeros_like(masks)) != pixel_auroc(maps, torch.zeros_like(masks))  # NaN
+    with pytest.raises(ValueError, match="differ in shape"):
+        pixel_auroc(maps[:2], masks)
+
+
+def test_the_anomaly_map_is_where_reconstruction_fails_and_its_mean_is_the_score():
+    torch.manual_seed(0)
+    model = Autoencoder(input_shape=(3, 8, 8)).eval()
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    maps = model.anomaly_map(images)
+    x = images.float() / 255
+    with torch.no_grad():
+        expected = (model(x) - x).pow(2).mean(1)
+    assert maps.shape == (5, 8, 8) and torch.allclose(maps, expected, atol=1e-6)
+    assert torch.allclose(model.anomaly_score(images, "reconstruction"), expected.flatten(1).mean(1), atol=1e-6)
+
+
+def mvtec(root: Path, **kwargs) -> ImageDataModule:
+    dm = ImageDataModule(name="mvtec", root=str(root), download=False, val_size=10, batch_size=16, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_an_mvtec_folder_reads_as_a_detection_split_with_masks(tmp_path):
+    root = write_mvtec_like(tmp_path / "bottle")
+    dm = mvtec(root)
+    assert len(dm.splits["train"].images) + len(dm.splits["val"].images) == 80  # train/good, split for validation
+    assert set(dm.splits["train"].labels.tolist()) == {0}
+    test = dm.splits["test"]
+    assert test.labels.tolist() == [0] * 20 + [1] * 10 + [2] * 10  # good, then scratch and spot (sorted)
+    assert torch.equal(dm.test_is_anomaly, test.labels != 0)
+    assert dm.test_masks.shape == (40, 24, 24) and dm.test_masks.dtype == torch.bool
+    assert not dm.test_masks[:20].any() and all(dm.test_masks[i].sum() == 36 for i in range(20, 40))
+    # each mask marks its image's defect: the bright square
+    bright = (test.images[20:] == 255).all(1)
+    assert torch.equal(bright & dm.test_masks[20:], dm.test_masks[20:])
+    smaller = mvtec(root, image_size=12)
+    assert smaller.splits["test"].images.shape[-2:] == (12, 12) and smaller.test_masks.shape == (40, 12, 12)
+    assert set(smaller.test_masks[20:].flatten(1).sum(1).tolist()) == {9}  # nearest neighbour: still a mask
+    without = mvtec(write_mvtec_like(tmp_path / "plain", masks=False))
+    assert without.test_masks is None and without.test_is_anomaly.sum() == 20
+
+
+def test_mvtec_folders_that_cannot_be_read_get_one_message_each(tmp_path):
+    from torchvision.io import write_png
+
+    missing = write_mvtec_like(tmp_path / "missing")
+    (missing / "ground_truth" / "spot" / "003_mask.png").unlink()
+    with pytest.raises(ConfigError, match=r"masks do not match images: no mask for test/spot/003.png"):
+        mvtec(missing)
+    orphan = write_mvtec_like(tmp_path / "orphan")
+    write_png(torch.zeros(1, 24, 24, dtype=torch.uint8), str(orphan / "ground_truth" / "spot" / "099_mask.png"))
+    with pytest.raises(ConfigError, match=r"ground_truth/spot/099_mask.png is the mask of no test image"):
+        mvtec(orphan)
+    sized = write_mvtec_like(tmp_path / "sized")
+    write_png(torch.zeros(1, 12, 12, dtype=torch.uint8), str(sized / "ground_truth" / "scratch" / "000_mask.png"))
+    with pytest.raises(ConfigError, match=r"000_mask.png is \[12, 12\] pixels, its image test/scratch/000.png"):
+        mvtec(sized)
+    good_only = write_mvtec_like(tmp_path / "good_only", defects=())
+    with pytest.raises(ConfigError, match="the test split has no anomaly"):
+        mvtec(good_only)
+    extra = write_mvtec_like(tmp_path / "extra")
+    (extra / "train" / "crack").mkdir()
+    with pytest.raises(ConfigError, match=r"holds \['crack'\]; MVTec's training split is train/good/ only"):
+        mvtec(extra)
+    with pytest.raises(DataNotFoundError, match="is not in the MVTec AD layout"):
+        mvtec(write_image_folder(tmp_path / "folder", 10, (1, 8, 8)))
+    with pytest.raises(ConfigError, match="the normal class is train/good"):
+        ImageDataModule(name="mvtec", root=str(extra), normal_classes=[1])
+    with pytest.raises(ConfigError, match="data.test_size applies to data.name folder or tensors"):
+        ImageDataModule(name="mvtec", root=str(extra), test_size=5)
+
+
+@pytest.mark.slow
+def test_an_mvtec_folder_runs_to_a_report_with_pixel_scores(tmp_path, data_root):
+    root = write_mvtec_like(tmp_path / "bottle", n_train=120)
+    variants = [{"name": "AE", "model": "Autoencoder"}, {"name": "DAE", "model": "DenoisingAutoencoder"}]
+    suite = write_small_suite(
+        tmp_path / "mvtec.yaml", data_root, "mvtec", variants, 3, "disabled", seeds=[0, 1],
+        data={"name": "mvtec", "root": str(root), "val_size": 20, "batch_size": 20,
+              "noise": {"kind": "gaussian", "level": 0.2}},
+    )  # fmt: skip
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "out"
+    records = json.loads((out / "summary.json").read_text())
+    assert len(records) == 4 and all(r["status"] == "done" for r in records)
+    for record in records:
+        metrics = record["metrics"]
+        assert 0 <= metrics["anomaly/reconstruction/pixel_auroc"] <= 1 and 0 <= metrics["anomaly/knn_code/auroc"] <= 1
+    assert json.loads((out / "comparison.json").read_text())["anomaly/reconstruction/pixel_auroc"]["n_seeds"] == 2
+    report = (out / "report.md").read_text()
+    assert "Anomaly detection on an MVTec AD folder" in report and "Pixel AUROC, per-pixel reconstruction" in report
+    pixel_table = report.split("Pixel AUROC, per-pixel")[1].split("\n\n")[1]
+    assert "| AE |" in pixel_table and "| DAE |" in pixel_table  # a row per variant
+    for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png"):
+        assert f"]({figure})" in report and (out / figure).is_file()

@@ -29,6 +29,7 @@ from ae_lightning import seeding
 from ae_lightning.data import sources
 from ae_lightning.data.batch import Batch
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
+from ae_lightning.data.mvtec import load_mvtec
 from ae_lightning.errors import ConfigError
 
 
@@ -189,12 +190,15 @@ class ImageDataModule(pl.LightningDataModule):
     Args:
         name: dataset: ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeba`` (aligned faces, 64 × 64), or your own:
             ``folder`` (an image folder: class sub-folders give labels, a flat folder none) or ``tensors`` (a
-            ``.npz``/``.pt`` file with uint8 ``images`` and optional ``labels``).
+            ``.npz``/``.pt`` file with uint8 ``images`` and optional ``labels``), or ``mvtec`` (one category of an
+            industrial inspection folder in the MVTec AD layout, see ``data/mvtec.py``: anomaly detection with
+            ``train/good`` as the normal class and, where ``ground_truth/`` masks exist, ``test_masks``).
         root: directory in torchvision's on-disk layout (``root/MNIST/raw``, ``root/FashionMNIST/raw``,
-            ``root/cifar-10-batches-py``, ``root/celeba``); for ``folder`` the image folder, for ``tensors`` the file.
-        image_size: ``folder``/``tensors``: resize (shorter side) and centre-crop every image to this square size;
-            needed when the images differ in size.
-        channels: ``folder``: 1 (grey) or 3 (RGB); default: the first image's.
+            ``root/cifar-10-batches-py``, ``root/celeba``); for ``folder`` the image folder, for ``tensors`` the file,
+            for ``mvtec`` the category folder (``root/train/good`` …).
+        image_size: ``folder``/``tensors``/``mvtec``: resize (shorter side) and centre-crop every image to this
+            square size; needed when the images differ in size.
+        channels: ``folder``/``mvtec``: 1 (grey) or 3 (RGB); default: the first image's.
         test_root: ``folder``/``tensors``: a separate test folder or file; without it ``test_size`` images (default
             a tenth) are held out of the data by a permutation seeded with ``seed``.
         test_size: see ``test_root``.
@@ -253,8 +257,17 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.test_size={test_size} must be >= 1")
         own_data = {"image_size": image_size, "channels": channels, "test_root": test_root, "test_size": test_size}
         unused = [key for key, value in own_data.items() if value is not None]
+        if name == "mvtec":  # its layout fixes the test split and the normal class
+            unused = [key for key in unused if key in ("test_root", "test_size")]
+            if normal_classes not in (None, [0]):
+                raise ConfigError(
+                    f"data.normal_classes={normal_classes!r}: in an MVTec AD folder the normal class is train/good "
+                    "(label 0); leave data.normal_classes out"
+                )
+            normal_classes = [0]
         if unused and name not in ("folder", "tensors"):
-            raise ConfigError(f"data.{unused[0]} applies to data.name folder or tensors, not {name!r}")
+            where = "folder or tensors" if name != "mvtec" else "folder or tensors (mvtec's test split is root/test/)"
+            raise ConfigError(f"data.{unused[0]} applies to data.name {where}, not {name!r}")
         if batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} must be >= 1")
         if val_size < 0:
@@ -287,6 +300,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.read_test = read_test
         self.normal_classes = None if normal_classes is None else list(normal_classes)
         self.test_is_anomaly: Tensor | None = None  # with normal_classes: which test images are anomalous
+        self.test_masks: Tensor | None = None  # mvtec with ground_truth/: the defects' pixels, bool [N, H, W]
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
@@ -313,7 +327,14 @@ class ImageDataModule(pl.LightningDataModule):
         test part from ``test_root``, else ``test_size`` images held out by a permutation seeded with ``seed``."""
         if self._own_data is None:
             empty = torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-            if self.test_root is not None:
+            if self.name == "mvtec":
+                images, labels, _ = load_mvtec(self.root, True, self.image_size, self.channels)
+                test_images, test_labels = empty
+                if self.read_test:
+                    test_images, test_labels, self.test_masks = load_mvtec(
+                        self.root, False, self.image_size, self.channels
+                    )
+            elif self.test_root is not None:
                 images, labels = sources.load_own(self.name, self.root, self.image_size, self.channels)
                 test_images, test_labels = empty
                 if self.read_test:

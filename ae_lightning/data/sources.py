@@ -103,6 +103,14 @@ SOURCES["celeba"] = Source(
 )
 SOURCES["folder"] = Source("folder", None, None, None, "", (), None)
 SOURCES["tensors"] = Source("tensors", None, None, None, "", (), None)
+SOURCES["mvtec"] = Source("mvtec", None, None, None, "", (), None)  # data/mvtec.py
+
+
+# What the labels mean, for the report's tables and legends (MNIST's labels are their digits).
+CLASS_NAMES = {
+    "fashion_mnist": list(datasets.FashionMNIST.classes),
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 
 
 def count_own(name: str, root: str | Path) -> int:

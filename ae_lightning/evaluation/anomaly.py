@@ -13,7 +13,9 @@ Scores, higher = more anomalous, through the capability contract (never a class 
 
 Metrics per score, torchmetrics where it has them: ``anomaly/<score>/auroc`` (P(an anomalous image scores above a
 normal one)), ``…/auprc`` (average precision with the anomalies as positives) and ``…/fpr_at_95tpr`` (the share of
-normal images flagged at the threshold that catches 95 % of anomalies; lower is better).
+normal images flagged at the threshold that catches 95 % of anomalies; lower is better). With defect masks (MVTec
+AD's ``ground_truth``), ``anomaly/reconstruction/pixel_auroc``: the AUROC of the per-pixel reconstruction error
+(``model.anomaly_map``) against the masks, over every pixel of every test image, as MVTec AD and anomalib report it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasPost
 SCORES = ANOMALY_SCORES
 
 DETECTION_METRICS = ("auroc", "auprc", "fpr_at_95tpr")
-ANOMALY_KEYS = tuple(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS)
+PIXEL_KEY = "anomaly/reconstruction/pixel_auroc"  # with defect masks (MVTec AD): per-pixel reconstruction error
+ANOMALY_KEYS = (*(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS), PIXEL_KEY)
 HIGHER_IS_BETTER = {key for key in ANOMALY_KEYS if not key.endswith("fpr_at_95tpr")}
 LOWER_IS_BETTER = {key for key in ANOMALY_KEYS if key.endswith("fpr_at_95tpr")}
 
@@ -94,3 +97,13 @@ def anomaly_metrics(scores: dict[str, Tensor], is_anomaly: Tensor) -> dict[str, 
         for score, values in scores.items()
         for name, value in detection_metrics(values, is_anomaly).items()
     }
+
+
+def pixel_auroc(maps: Tensor, masks: Tensor) -> float:
+    """AUROC of per-pixel scores ``maps`` [N, H, W] against defect ``masks`` (bool, same shape), all pixels pooled;
+    NaN where a map is not finite or the masks hold no defect pixel."""
+    if maps.shape != masks.shape:
+        raise ValueError(f"anomaly maps {list(maps.shape)} and masks {list(masks.shape)} differ in shape")
+    if not torch.isfinite(maps).all() or not masks.any() or masks.all():
+        return math.nan
+    return float(binary_auroc(as_probabilities(maps.flatten()), masks.flatten().long().cpu()))

@@ -89,7 +89,16 @@ def compute_pixel_baseline(data: dict[str, Any], evaluation: dict[str, Any]) -> 
 def write_pixel_baseline(out: Path, suite: dict[str, Any]) -> dict[str, Any] | None:
     """``OUT/pixel_baseline.json``: the baseline, or ``{"error": …}`` when it could not be computed (printed too)."""
     try:
-        baseline = compute_pixel_baseline(suite["data"], suite["evaluation"])
+        if suite.get("one_class"):  # the protocol: each class's baseline, and their mean over the classes
+            per_class = {
+                str(c): compute_pixel_baseline({**suite["data"], "normal_classes": [c]}, suite["evaluation"])
+                for c in suite["one_class"]
+            }
+            keys = sorted(set.intersection(*(set(b) for b in per_class.values())))
+            baseline = {k: sum(b[k] for b in per_class.values()) / len(per_class) for k in keys}
+            baseline["per_class"] = per_class
+        else:
+            baseline = compute_pixel_baseline(suite["data"], suite["evaluation"])
     except Exception as err:
         baseline = {"error": f"{type(err).__name__}: {err}"}
         print(f"error: pixel-space probe baseline not computed: {baseline['error']}", flush=True)

@@ -30,13 +30,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanSquaredError, PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics import MeanSquaredError
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
 from ae_lightning.distances import standard_deviation
+from ae_lightning.evaluation.anomaly import PIXEL_KEY, anomaly_metrics, anomaly_scores, pixel_auroc
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
-from ae_lightning.evaluation.anomaly import anomaly_metrics, anomaly_scores
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasPosterior, Samples
@@ -305,11 +306,12 @@ def evaluate(
     classifier_cache: Path | None = None,
     test_is_anomaly: Tensor | None = None,
     anomaly_out: dict[str, Tensor] | None = None,
+    test_masks: Tensor | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
     that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
     ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
-    ``anomaly_out``)."""
+    ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects)."""
     model.eval()
     generator = battery_noise_generator(settings)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
@@ -337,6 +339,8 @@ def evaluate(
             settings.batch_size,
         )
         results |= anomaly_metrics(scores, test_is_anomaly)
+        if test_masks is not None and "reconstruction" in scores:
+            results[PIXEL_KEY] = pixel_auroc(model.anomaly_map(test_images, settings.batch_size).cpu(), test_masks)
         if anomaly_out is not None:
             anomaly_out.update(scores)
     results["test/code_sparsity"] = code_sparsity(

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ae_lightning.data.sources import CLASS_NAMES
 from ae_lightning.evaluation.anomaly import ANOMALY_KEYS
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORE_NAMES
 from ae_lightning.evaluation.baseline import PCA_COMPONENTS
@@ -26,9 +27,12 @@ from ae_lightning.evaluation.report_tables import (
     aggregate,
     comparisons,
     format_number,
+    format_value,
     improvement_table,
     markdown_table,
+    marked,
     per_seed_scores,
+    protocol_records,
     unseparated_line,
     write_comparison_json,
     write_summary_csv,
@@ -145,23 +149,92 @@ def epochs_text(epochs: int | None) -> str:
 
 def anomaly_tables(table, compared) -> list[str]:
     lines = []
-    titles = {"auroc": "AUROC ↑", "auprc": "AUPRC (anomalies positive) ↑", "fpr_at_95tpr": "FPR at 95 % TPR ↓"}
+    titles = {
+        "auroc": "AUROC ↑",
+        "auprc": "AUPRC (anomalies positive) ↑",
+        "fpr_at_95tpr": "FPR at 95 % TPR ↓",
+        "pixel_auroc": "Pixel AUROC, per-pixel reconstruction error against the defect masks ↑",
+    }
     for metric, title in titles.items():
         scores = [s for s in ANOMALY_SCORE_NAMES if any(f"anomaly/{s}/{metric}" in row for row in table.values())]
+        if not scores:
+            continue
         keys = [f"anomaly/{score}/{metric}" for score in scores]
         lines += [f"{title} (`anomaly/<score>/{metric}`):", "", markdown_table(table, compared, keys, scores), ""]
     return lines
 
 
+def class_label(data_name: str, normal_class: int) -> str:
+    names = CLASS_NAMES.get(data_name)
+    return f"{normal_class} ({names[normal_class]})" if names and normal_class < len(names) else str(normal_class)
+
+
+def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any]]) -> tuple[list[str], dict]:
+    """The one-class protocol's per-class tables (AUROC of each score: a column per normal class, mean ± interval
+    over seeds, marks from the comparison within that class) and ``per_class.json`` (each class's aggregate and
+    comparison); returns the lines and each class's aggregate table."""
+    tables, compared, written = {}, {}, {}
+    for normal_class in suite["one_class"]:
+        scores = per_seed_scores([r for r in runs if r.get("normal_class") == normal_class])
+        tables[normal_class], compared[normal_class] = aggregate(scores), comparisons(scores)
+        written[str(normal_class)] = {
+            "aggregate": tables[normal_class],
+            "comparison": {key: c.as_dict() for key, c in compared[normal_class].items()},
+        }
+    with atomic_path(out / "per_class.json") as partial:
+        partial.write_text(json.dumps(written, indent=2))
+    data_name = suite["data"].get("name", "fashion_mnist")
+    headers = [class_label(data_name, c) for c in suite["one_class"]]
+    lines = [
+        "## Anomaly detection per normal class",
+        "",
+        "Each column: that class normal, every other class anomalous; mean ± interval over seeds, marks from the "
+        "comparison within the class (`per_class.json`).",
+        "",
+    ]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    for score in ANOMALY_SCORE_NAMES:
+        key = f"anomaly/{score}/auroc"
+        if not any(key in row for table in tables.values() for row in table.values()):
+            continue
+        lines += [
+            f"AUROC of `{score}` (`{key}`) ↑:",
+            "",
+            "| variant | " + " | ".join(headers) + " |",
+            "|---|" + "---|" * len(headers),
+        ]
+        for variant in variants:
+            cells = [
+                marked(format_value(tables[c][variant][key]), variant, compared[c].get(key))
+                if key in tables[c].get(variant, {})
+                else "–"
+                for c in suite["one_class"]
+            ]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines, tables
+
+
 def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """report.md and its tables, figures and JSON from the runs' ``records``; under the one-class protocol
+    (``suite['one_class']``) each (variant, seed)'s runs are first averaged over the classes (``protocol_records``)
+    and a per-class section follows."""
+    runs, classes = records, suite.get("one_class")
+    if classes:
+        records = protocol_records(runs)
+        class_lines, class_tables = per_class_section(out, suite, runs)
     scores = per_seed_scores(records)
     table = aggregate(scores)
     with atomic_path(out / "aggregate.json") as partial:
         partial.write_text(json.dumps(table, indent=2))
     compared = comparisons(scores)
     write_comparison_json(out, compared)
-    write_summary_csv(out / "summary.csv", records, table)
-    figures = write_figures(out, records, table)
+    write_summary_csv(out / "summary.csv", runs, table, class_tables if classes else None)
+    if classes:  # examples and curves: each variant's runs of the first class
+        scope = f", normal class {class_label(suite['data'].get('name', 'fashion_mnist'), classes[0])}"
+        figures = write_figures(out, [r for r in runs if r["normal_class"] == classes[0]], table, scope)
+    else:
+        figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
     if len(seeds) > 1:
@@ -186,7 +259,23 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         "",
     ]
     normal = suite["data"].get("normal_classes")
-    if normal is not None:
+    if classes:
+        lines += [
+            f"Anomaly detection, the one-class protocol (Ruff et al. 2018) over classes {classes}: each class in turn "
+            "is the only normal class — training and validation saw only it, the test split holds every class, the "
+            "others as anomalies — one run per variant, class and seed. Outside the per-class section every cell "
+            "is first averaged over the classes within a seed (the protocol's overall score), then over seeds; the "
+            "marks compare those per-seed means. Linear and k-NN probes skipped (one-class training data).",
+            "",
+        ]
+    elif suite["data"].get("name") == "mvtec":
+        lines += [
+            f"Anomaly detection on an MVTec AD folder ({suite['data'].get('root')}): trained and validated on "
+            "train/good only; the test split's good images are normal, every defect folder's are anomalies. Pixel "
+            "AUROC where ground_truth masks mark the defects. No class probes (one-class training data).",
+            "",
+        ]
+    elif normal is not None:
         lines += [
             f"Anomaly detection: normal classes {normal}; training and validation saw only them, the test split holds "
             "every class, the others as anomalies. Linear and k-NN probes skipped (one-class training data).",
@@ -206,17 +295,23 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         ]
     if baseline and "anomaly/pca/auroc" in baseline:
         lines += [
-            "Anomaly detection without learning, same split: k-NN distance in pixel space AUROC "
+            f"Anomaly detection without learning, same split{', mean over the classes' if classes else ''}: "
+            "k-NN distance in pixel space AUROC "
             f"{baseline['anomaly/pixel_knn/auroc']:.4g}, PCA ({PCA_COMPONENTS} components) reconstruction error AUROC "
             f"{baseline['anomaly/pca/auroc']:.4g}.",
             "",
         ]
     lines += tuning_section(out)
-    for section, keys in SECTION_KEYS.items():
+    sections = list(SECTION_KEYS)
+    if normal is not None or classes or suite["data"].get("name") == "mvtec":  # a detection suite: its task first
+        sections.insert(0, sections.pop(sections.index("Anomaly detection")))
+    for section in sections:
+        keys = SECTION_KEYS[section]
         if not any(key in row for key in keys for row in table.values()):
             continue  # e.g. no variant samples: no generative section
         if section == "Anomaly detection":  # one table per detection metric, a column per score
-            lines += [f"## {section}", ""] + anomaly_tables(table, compared)
+            title = f"## {section}" + (f", over the {len(classes)} normal classes" if classes else "")
+            lines += [title, ""] + anomaly_tables(table, compared)
         else:
             lines += [f"## {section}", "", markdown_table(table, compared, list(keys)), ""]
         unseparated = [
@@ -240,10 +335,16 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             improvement = improvement_table(scores, key)
             if improvement:
                 lines += [improvement, ""]
-    failed = [r for r in records if r["status"] != "done"]
+        if section == "Anomaly detection" and classes:
+            lines += class_lines
+    failed = [r for r in runs if r["status"] != "done"]
     if failed:
         lines += ["## Runs that did not finish", ""]
-        lines += [f"- {r['variant']} seed {r['seed']}: {r['status']}: {r['error']}" for r in failed] + [""]
+        lines += [
+            f"- {r['variant']}{' class ' + str(r['normal_class']) if 'normal_class' in r else ''} seed {r['seed']}: "
+            f"{r['status']}: {r['error']}"
+            for r in failed
+        ] + [""]
     lines += [f"![{name}]({name})" for name in figures]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
@@ -269,9 +370,17 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
             tags=[suite["name"], "summary"],
             reinit="finish_previous",
         )
-        columns = ["variant", "model", "seed", "status", *METRIC_KEYS]
+        protocol = ["normal_class"] if suite.get("one_class") else []  # a row per run, each class's its own
+        columns = ["variant", "model", *protocol, "seed", "status", *METRIC_KEYS]
         rows = [
-            [r["variant"], r["model"], r["seed"], r["status"], *[r["metrics"].get(k) for k in METRIC_KEYS]]
+            [
+                r["variant"],
+                r["model"],
+                *[r[key] for key in protocol],
+                r["seed"],
+                r["status"],
+                *[r["metrics"].get(k) for k in METRIC_KEYS],
+            ]
             for r in records
         ]
         images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}

@@ -121,7 +121,9 @@ def metrics_figure(table: Table, path: Path) -> None:
     plt.close(figure)
 
 
-def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> list[str]:
+def write_figures(out: Path, records: list[dict[str, Any]], table: Table, scope: str = "") -> list[str]:
+    """Every figure of the report from ``records`` (the first finished run of each variant stands for it) and the
+    aggregated ``table``; ``scope`` says in titles what the runs are (a one-class protocol's first class)."""
     chosen = first_done(records)
     examples = {
         v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
@@ -155,7 +157,7 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table) -> lis
         curves_figure(chosen, out / "curves.png")
         metrics_figure(table, out / "metrics.png")
         written += ["curves.png", "metrics.png"]
-    written += anomaly_figures(chosen, out)
+    written += anomaly_figures(chosen, out, scope=scope)
     return written
 
 
@@ -167,9 +169,12 @@ SCORE_LABELS = {
 }
 
 
-def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "reconstruction") -> list[str]:
-    """ROC curves of every variant on one plot, and each variant's score histogram for normal and anomalous test
-    images, from the first finished run of each variant (its anomaly_scores.pt)."""
+def anomaly_figures(
+    chosen: dict[str, dict[str, Any]], out: Path, score: str = "reconstruction", scope: str = ""
+) -> list[str]:
+    """ROC curves of every variant on one plot, each variant's score histogram for normal and anomalous test
+    images, and each variant's worst false positives and false negatives, from the first finished run of each
+    variant (its anomaly_scores.pt). ``scope``: what the runs are, for the titles (a one-class protocol's class)."""
     from torchmetrics.functional.classification import binary_roc
 
     from ae_lightning.evaluation.anomaly import as_probabilities
@@ -183,6 +188,7 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
                 saved[variant] = (data["scores"][score].float(), data["is_anomaly"].bool(), record["seed"])
     if not saved:
         return []
+    written = worst_cases_figure(chosen, out, score, scope)
     figure, axis = plt.subplots(figsize=(5.2, 4.6))
     for variant, (scores, is_anomaly, seed) in saved.items():
         fpr, tpr, _ = binary_roc(as_probabilities(scores), is_anomaly.long())
@@ -190,7 +196,7 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
     axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
     axis.set_xlabel("false positive rate (normal test images flagged)")
     axis.set_ylabel("true positive rate (anomalies caught)")
-    axis.set_title(f"ROC of the score: {SCORE_LABELS.get(score, score)}", fontsize=10)
+    axis.set_title(f"ROC of the score: {SCORE_LABELS.get(score, score)}{scope}", fontsize=10)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(out / "anomaly_roc.png", dpi=110)
@@ -208,10 +214,29 @@ def anomaly_figures(chosen: dict[str, dict[str, Any]], out: Path, score: str = "
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(saved) :]:
         axis.axis("off")
+    figure.suptitle(f"Score histograms: {SCORE_LABELS.get(score, score)}{scope}", fontsize=10)
     figure.tight_layout()
     figure.savefig(out / "anomaly_histograms.png", dpi=110)
     plt.close(figure)
-    return ["anomaly_roc.png", "anomaly_histograms.png"]
+    return ["anomaly_roc.png", "anomaly_histograms.png", *written]
+
+
+def worst_cases_figure(chosen: dict[str, dict[str, Any]], out: Path, score: str, scope: str) -> list[str]:
+    """``anomaly_worst.png``: per variant, the normal test images its score flags most (false positives) and the
+    anomalies it passes as most normal (false negatives) — what a detector gets wrong, to look at."""
+    rows = []
+    for variant, record in chosen.items():
+        path = Path(record["run_dir"]) / "anomaly_scores.pt"
+        worst = torch.load(path, weights_only=True).get("worst", {}).get(score) if path.is_file() else None
+        if worst is None:
+            continue
+        rows.append((f"{variant}: normal, scored most anomalous", worst["false_positives"].float() / 255))
+        rows.append((f"{variant}: anomalies, scored most normal", worst["false_negatives"].float() / 255))
+    if not rows:
+        return []
+    title = f"Worst false positives and false negatives of the score: {SCORE_LABELS.get(score, score)}{scope}"
+    image_rows_figure(rows, title, out / "anomaly_worst.png")
+    return ["anomaly_worst.png"]
 
 
 def tuning_figure(

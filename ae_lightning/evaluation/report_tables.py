@@ -81,6 +81,39 @@ def per_seed_scores(records: list[dict[str, Any]]) -> Scores:
     return scores
 
 
+def protocol_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The one-class protocol's runs (each with its ``normal_class``) as one record per (variant, seed): every
+    metric the mean over the classes of that seed's runs — the protocol's overall score, on which seeds are then
+    compared like any suite's runs. A (variant, seed) is done only when its run of every class is done: a mean over
+    fewer classes would compare different tasks."""
+    merged = []
+    for variant in variants_in_order(records):
+        runs_of_variant = [r for r in records if r["variant"] == variant]
+        for seed in dict.fromkeys(r["seed"] for r in runs_of_variant):
+            runs = [r for r in runs_of_variant if r["seed"] == seed]
+            missing = [r["normal_class"] for r in runs if r["status"] != "done"]
+            metrics = {}
+            if not missing:
+                keys = set.intersection(*(set(r["metrics"]) for r in runs))
+                metrics = {
+                    key: sum(float(r["metrics"][key]) for r in runs) / len(runs)
+                    for key in sorted(keys)
+                    if all(isinstance(r["metrics"][key], (int, float)) for r in runs)
+                }
+            merged.append(
+                {
+                    "variant": variant,
+                    "model": runs[0]["model"],
+                    "seed": seed,
+                    "status": "failed" if missing else "done",
+                    "error": f"the runs of normal class(es) {missing} did not finish" if missing else None,
+                    "metrics": metrics,
+                    "run_dir": runs[0]["run_dir"],
+                }
+            )
+    return merged
+
+
 def aggregate(scores: Scores) -> Table:
     """variant → metric → mean, std, 95 % Student-t interval and n over seeds (``aggregate.json``)."""
     return {
@@ -134,16 +167,19 @@ def markdown_table(
             if key not in row:
                 cells.append("–")
                 continue
-            text = format_value(row[key])
-            comparison = compared.get(key)
-            if comparison is not None and comparison.separable + comparison.not_separable:
-                if comparison.best == variant:
-                    text = f"**{text}**"
-                elif variant in comparison.not_separable and comparison.n_seeds > 1:
-                    text += " ≈"
-            cells.append(text)
+            cells.append(marked(format_value(row[key]), variant, compared.get(key)))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def marked(text: str, variant: str, comparison: Comparison | None) -> str:
+    """A cell's text with its mark: **bold** for the best, ≈ for a variant not separated from it."""
+    if comparison is not None and comparison.separable + comparison.not_separable:
+        if comparison.best == variant:
+            return f"**{text}**"
+        if variant in comparison.not_separable and comparison.n_seeds > 1:
+            return text + " ≈"
+    return text
 
 
 def unseparated_line(key: str, comparison: Comparison) -> str | None:
@@ -191,14 +227,19 @@ def improvement_table(scores: Scores, key: str) -> str | None:
 SUMMARY_STATISTICS = ("mean", "std", "ci_low", "ci_high", "n")
 
 
-def write_summary_csv(path: Path, records: list[dict[str, Any]], table: Table) -> None:
-    """One row per run: its metrics, then its variant's statistics over seeds (``<metric>:mean`` … ``:n``)."""
+def write_summary_csv(
+    path: Path, records: list[dict[str, Any]], table: Table, class_tables: dict[int, Table] | None = None
+) -> None:
+    """One row per run: its metrics, then its variant's statistics over seeds (``<metric>:mean`` … ``:n``); under
+    the one-class protocol (``class_tables``) a ``normal_class`` column and the statistics of the run's class."""
     statistic_columns = [f"{key}:{stat}" for key in METRIC_KEYS for stat in SUMMARY_STATISTICS]
+    protocol = ["normal_class"] if class_tables is not None else []
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["variant", "model", "seed", "status", "error", *METRIC_KEYS, *statistic_columns])
+        writer.writerow(["variant", "model", *protocol, "seed", "status", "error", *METRIC_KEYS, *statistic_columns])
         for r in records:
-            row = table.get(r["variant"], {})
+            of_run = table if class_tables is None else class_tables.get(r["normal_class"], {})
+            row = of_run.get(r["variant"], {})
             statistics_cells = [
                 "" if row.get(key, {}).get(stat) is None else row[key][stat]
                 for key in METRIC_KEYS
@@ -208,6 +249,7 @@ def write_summary_csv(path: Path, records: list[dict[str, Any]], table: Table) -
                 [
                     r["variant"],
                     r["model"],
+                    *[r[key] for key in protocol],
                     r["seed"],
                     r["status"],
                     r["error"] or "",

@@ -14,7 +14,7 @@ Output directory::
 
     OUT/suite.json                    the resolved suite and its id (the W&B group)
     OUT/runs/<variant>/seed<s>/       one run: config.yaml, run.json, log.txt, result.json, metrics.csv,
-                                      checkpoints/, wandb/
+                                      checkpoints/, wandb/ (one_class suites: runs/<variant>/class<c>/seed<s>/)
     OUT/summary.json, summary.csv     one record per run: variant, seed, status, error, metrics
     OUT/report.md + *.png             the comparison
 """
@@ -38,20 +38,32 @@ from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.baseline import write_pixel_baseline
 from ae_lightning.evaluation.report import write_report, write_wandb_summary
 from ae_lightning.files import write_json_atomic
-from ae_lightning.suite.config import load_suite, parse_suite_args, run_spec, suite_parser, with_variant_data
+from ae_lightning.suite.config import (
+    load_suite,
+    parse_suite_args,
+    protocol_classes,
+    run_spec,
+    suite_parser,
+    with_variant_data,
+)
 from ae_lightning.suite.launch import Run, Slots, execute, result_of
 
 
 def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, ddp: bool) -> list[Run]:
+    """Every (variant, seed) — and under the one-class protocol every (variant, normal class, seed) — as a run in
+    ``OUT/runs/<variant>/[class<c>/]seed<s>``."""
     runs = []
     for variant in suite["variants"]:
-        for seed in suite["seeds"]:
-            spec = run_spec(suite, suite_id, variant, seed)
-            if ddp:
-                spec["trainer"].update(devices=-1, strategy="ddp")
-            spec["evaluation"] = {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)}
-            directory = out / "runs" / variant["name"] / f"seed{seed}"
-            runs.append(Run(variant["name"], seed, spec, directory, index=len(runs) + 1))
+        for normal_class in protocol_classes(suite):
+            for seed in suite["seeds"]:
+                spec = run_spec(suite, suite_id, variant, seed, normal_class)
+                if ddp:
+                    spec["trainer"].update(devices=-1, strategy="ddp")
+                spec["evaluation"] = {**suite["evaluation"], "noise_seed": suite["data"].get("seed", 0)}
+                directory = out / "runs" / variant["name"]
+                directory = directory / f"class{normal_class}" if normal_class is not None else directory
+                run = Run(variant["name"], seed, spec, directory / f"seed{seed}", len(runs) + 1, normal_class)
+                runs.append(run)
     return runs
 
 
@@ -64,6 +76,7 @@ def records_of(runs: list[Run]) -> list[dict[str, Any]]:
                 "variant": run.variant,
                 "model": run.spec["model"],
                 "seed": run.seed,
+                **({"normal_class": run.normal_class} if run.normal_class is not None else {}),
                 "status": result.get("status"),
                 "error": result.get("error"),
                 "metrics": result.get("metrics", {}),
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
     if args.count:  # for sizing a SLURM array
-        print(len(suite["variants"]) * len(suite["seeds"]))
+        print(len(suite["variants"]) * len(protocol_classes(suite)) * len(suite["seeds"]))
         return 0
     check_ddp(args, gpus)
     return run_suite(suite, args, out, gpus)
@@ -147,7 +160,7 @@ def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: 
         runs = [runs[task_index]]
     finished = [r for r in runs if (result_of(r) or {}).get("status") == "done"]
     for run in finished:
-        print(f"[{run.index}/{len(runs)} {run.variant} seed {run.seed}] already done, skipped", flush=True)
+        print(f"[{run.index}/{len(runs)} {run.label}] already done, skipped", flush=True)
     pending = [] if args.report_only else [r for r in runs if r not in finished]
     cpus = usable_cpus(os.environ)
     slots = Slots(gpus, args.ddp, args.parallel, args.runs_per_gpu, cpus)

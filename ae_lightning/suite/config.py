@@ -36,6 +36,7 @@ SUITE_KEYS = {
     "wandb",
     "checkpoint_every_n_steps",
     "tuning",  # read by `ae-lightning tune` (suite/search.py)
+    "one_class",  # the one-class protocol: each listed class in turn is the normal class (check_one_class)
 }
 
 
@@ -84,12 +85,13 @@ class SuiteConfig(TypedDict):
     variants: list[VariantConfig]
     tuning: NotRequired[dict[str, Any]]  # read by search.load_tuning
     checkpoint_every_n_steps: NotRequired[int]
+    one_class: NotRequired[list[int]]  # each class in turn the only normal class: a run per class, variant, seed
 
 
 class RunSpec(TypedDict):
-    """What one run (or one tuning trial) trains: ``run_spec``'s result, written to ``RUN_DIR/spec.json``; its
-    training part becomes ``RUN_DIR/config.yaml`` (``run.run_config``), the file ``ae-lightning fit --config``
-    takes."""
+    """What one run (or one tuning trial) trains: ``run_spec``'s result. Its training part becomes
+    ``RUN_DIR/config.yaml`` (``run.run_config``), the file ``ae-lightning fit --config`` takes; the rest
+    ``RUN_DIR/run.json`` (``run.run_info``)."""
 
     suite_id: str
     suite_name: str
@@ -102,6 +104,7 @@ class RunSpec(TypedDict):
     wandb: dict[str, Any]
     checkpoint_every_n_steps: int
     select_on: dict[str, str]  # {metric, direction}: the validation metric that picks the judged checkpoint
+    normal_class: NotRequired[int]  # the one-class protocol: this run's normal class (data.normal_classes [it])
     evaluation: NotRequired[dict[str, Any]]  # suite runs: what the battery uses (trials have none)
 
 
@@ -224,7 +227,46 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
     if suite["evaluation"].get("device") is not None:
         parse_device(suite["evaluation"]["device"], "evaluation.device")
     suite["evaluation"]["noise"] = noise
+    if "one_class" in suite:
+        check_one_class(suite, path)
     return suite
+
+
+def check_one_class(suite: SuiteConfig, path: Path) -> None:
+    """The one-class protocol (Ruff et al. 2018): ``one_class: [c, …]`` runs every variant and seed once per listed
+    class with ``data.normal_classes: [c]``. Its classes must be distinct labels the (labelled) data has, and no
+    ``normal_classes`` of its own may contradict it."""
+    classes = suite["one_class"]
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ConfigError(f"suite {path}: one_class={classes!r} must be a non-empty list of distinct class labels")
+    for variant in suite["variants"]:
+        data = variant_data(suite, variant)
+        if data.get("normal_classes") is not None:
+            raise ConfigError(
+                f"suite {path}: one_class={classes} sets each run's normal class; {variant['name']} also has "
+                f"data.normal_classes={data['normal_classes']}: remove one of them"
+            )
+        if data.get("name") == "mvtec":
+            raise ConfigError(
+                f"suite {path}: one_class={classes} on data.name mvtec: an MVTec AD folder has one normal class "
+                "(train/good); give one category per suite instead"
+            )
+        count = ImageDataModule(**data).num_classes  # built-in data: known; a folder or file: read (and cached)
+        if count == 0:
+            raise ConfigError(
+                f"suite {path}: one_class={classes} needs labelled data; {data.get('name')} at {data.get('root')} "
+                "has no labels"
+            )
+        missing = [c for c in classes if c >= count]
+        if missing:
+            raise ConfigError(
+                f"suite {path}: one_class: class {missing[0]} is not in the data; its classes are 0 to {count - 1}"
+            )
 
 
 def variant_data(suite: SuiteConfig, variant: VariantConfig) -> dict[str, Any]:
@@ -248,9 +290,12 @@ def selection_objective(objective: Any) -> dict[str, str]:
     return {"direction": "minimize", **objective}
 
 
-def run_spec(suite: SuiteConfig, suite_id: str, variant: VariantConfig, seed: int) -> RunSpec:
-    """What one run of ``variant`` trains (its spec.json): the suite's sections with the variant's on top."""
-    return {
+def run_spec(
+    suite: SuiteConfig, suite_id: str, variant: VariantConfig, seed: int, normal_class: int | None = None
+) -> RunSpec:
+    """What one run of ``variant`` trains (its spec.json): the suite's sections with the variant's on top; under
+    the one-class protocol, with ``normal_class`` as its only normal class."""
+    spec: RunSpec = {
         "suite_id": suite_id,
         "suite_name": suite["name"],
         "variant": variant["name"],
@@ -265,6 +310,15 @@ def run_spec(suite: SuiteConfig, suite_id: str, variant: VariantConfig, seed: in
         # one (a tuned variant: the objective its trials were valued on), else val/loss
         "select_on": selection_objective(variant.get("objective")),
     }
+    if normal_class is not None:
+        spec["data"]["normal_classes"] = [normal_class]
+        spec["normal_class"] = normal_class
+    return spec
+
+
+def protocol_classes(suite: SuiteConfig) -> list[int | None]:
+    """The normal class of each block of runs: the one-class protocol's classes, or ``[None]`` (one block)."""
+    return list(suite.get("one_class") or [None])
 
 
 def suite_parser(prog: str, description: str) -> argparse.ArgumentParser:

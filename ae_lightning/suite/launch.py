@@ -29,7 +29,12 @@ class Run:
     spec: dict[str, Any]
     directory: Path
     index: int = 0
+    normal_class: int | None = None  # the one-class protocol's normal class of this run
     result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}{'' if self.normal_class is None else f' class {self.normal_class}'} seed {self.seed}"
 
 
 def processes_per_run(trainer: dict[str, Any], gpus: int) -> int:
@@ -118,7 +123,7 @@ def _execute(pending: list[Run], active: list, slots: Slots, total: int, stoppin
             run.directory.mkdir(parents=True, exist_ok=True)
             write_run_files(run.spec, run.directory)
             (run.directory / "result.json").unlink(missing_ok=True)
-            prefix = f"[{run.index}/{total} {run.variant} seed {run.seed}]"
+            prefix = f"[{run.index}/{total} {run.label}]"
             print(f"{prefix} started ({'slot ' + str(slot)})", flush=True)
             env = {**os.environ, **slots.env(slot, run.spec["trainer"]), "PYTHONUNBUFFERED": "1"}
             process = subprocess.Popen(

@@ -77,14 +77,18 @@ class TolerantWandbLogger(WandbLogger):
         self._guard("finalize", status)
 
 
-def wandb_run_id(suite_id: str, variant: str, seed: int) -> str:
-    """Stable per (suite, variant, seed): a resumed or requeued run continues the same W&B run."""
-    return hashlib.sha1(f"{suite_id}/{variant}/{seed}".encode()).hexdigest()[:16]
+def wandb_run_id(suite_id: str, variant: str, seed: int, normal_class: int | None = None) -> str:
+    """Stable per (suite, variant, [one-class protocol's normal class,] seed): a resumed or requeued run continues
+    the same W&B run."""
+    key = f"{suite_id}/{variant}/{seed}" if normal_class is None else f"{suite_id}/{variant}/class{normal_class}/{seed}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def run_info(spec: RunSpec) -> dict[str, Any]:
     """``run.json``: a run's settings that are not training settings (those are in its config.yaml)."""
     info = {key: spec[key] for key in ("suite_id", "suite_name", "variant", "model", "seed", "wandb")}
+    if "normal_class" in spec:  # the one-class protocol: W&B filters and groups on it
+        info["normal_class"] = spec["normal_class"]
     info["dataset"] = spec["data"].get("name", "fashion_mnist")
     if "evaluation" in spec:
         info["evaluation"] = spec["evaluation"]
@@ -113,8 +117,10 @@ def make_wandb_logger(
     if settings["mode"] == "disabled":
         return None
     if group is None:  # a suite run: its id stays the same across resumes and requeues
-        group, name = info["suite_id"], f"{info['variant']}-seed{info['seed']}"
-        run_id = wandb_run_id(info["suite_id"], info["variant"], info["seed"])
+        normal_class = info.get("normal_class")
+        scope = "" if normal_class is None else f"-class{normal_class}"
+        group, name = info["suite_id"], f"{info['variant']}{scope}-seed{info['seed']}"
+        run_id = wandb_run_id(info["suite_id"], info["variant"], info["seed"], normal_class)
     else:
         run_id = hashlib.sha1(f"{group}/{name}".encode()).hexdigest()[:16]
     try:
@@ -270,10 +276,17 @@ def run(run_dir: Path) -> dict[str, Any]:
         classifier_cache=cache_dir_of(datamodule),
         test_is_anomaly=datamodule.test_is_anomaly,
         anomaly_out=anomaly,
+        test_masks=datamodule.test_masks,
     )
     if anomaly:  # the report's ROC curves, histograms and worst cases
+        is_anomaly, test_images = datamodule.test_is_anomaly, splits["test"].images.cpu()
         atomic_torch_save(
-            {"scores": anomaly, "is_anomaly": datamodule.test_is_anomaly, "labels": splits["test"].labels},
+            {
+                "scores": anomaly,
+                "is_anomaly": is_anomaly,
+                "labels": splits["test"].labels.cpu(),
+                "worst": {score: worst_cases(values, is_anomaly, test_images) for score, values in anomaly.items()},
+            },
             run_dir / "anomaly_scores.pt",
         )
     save_examples(model, datamodule, settings, run_dir / "examples.pt")
@@ -293,6 +306,22 @@ def run(run_dir: Path) -> dict[str, Any]:
         "evaluated_on": str(device),
         "world_size": trainer.world_size,
         "metrics": metrics,
+    }
+
+
+def worst_cases(scores: torch.Tensor, is_anomaly: torch.Tensor, images: torch.Tensor, count: int = 8) -> dict:
+    """The ``count`` normal test images scored most anomalous (false positives at any useful threshold) and the
+    ``count`` anomalies scored most normal (false negatives), with their indices and scores, for the report."""
+    normal, anomalous = (~is_anomaly).nonzero()[:, 0], is_anomaly.nonzero()[:, 0]
+    false_positives = normal[scores[normal].argsort(descending=True)[:count]]
+    false_negatives = anomalous[scores[anomalous].argsort()[:count]]
+    return {
+        "false_positives": images[false_positives],
+        "false_positive_index": false_positives,
+        "false_positive_scores": scores[false_positives],
+        "false_negatives": images[false_negatives],
+        "false_negative_index": false_negatives,
+        "false_negative_scores": scores[false_negatives],
     }
 
 

@@ -439,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module="(pytorch_lightning|lightning_fabric)")
     os.environ.setdefault("WANDB_SILENT", "true")  # a trial's W&B lines would drown its own; the sync hint is below
     suite = load_suite(args.suite, args)
+    if suite.get("one_class"):  # which class would the trials' validation loss speak for?
+        raise ConfigError(
+            f"tune: suite {args.suite} runs the one-class protocol (one_class={suite['one_class']}); tune a suite "
+            "without one_class on one normal class (data.normal_classes: [c]) and carry its values over"
+        )
     tuning = load_tuning(suite, args.suite)
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())

@@ -195,6 +195,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             raise ConfigError(f"score={score!r} needs a posterior; {type(self).__name__} has none (allowed: {allowed})")
         if score == "knn_code" and reference_codes is None:
             raise ConfigError("score='knn_code' needs reference_codes: the codes of normal training images")
+        if score == "reconstruction":
+            return self.anomaly_map(images, batch_size).flatten(1).mean(1)
         was_training = self.training
         self.eval()
         scores, codes = [], []
@@ -202,9 +204,7 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             for chunk in images.split(batch_size):
                 x = chunk.to(self.device)
                 x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-                if score == "reconstruction":
-                    scores.append((self(x).float() - x).pow(2).flatten(1).mean(1))
-                elif score == "elbo":
+                if score == "elbo":
                     scores.append(self.negative_elbo(x))
                 elif score == "iw_nll":
                     parts = x.split(max(1, batch_size // 50))
@@ -216,6 +216,23 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         if score == "knn_code":
             return knn_distance(reference_codes.float().to(self.device), torch.cat(codes), k)
         return torch.cat(scores)
+
+    @torch.no_grad()
+    def anomaly_map(self, images: Tensor, batch_size: int = 500) -> Tensor:
+        """Per-pixel anomaly scores, [N, H, W]: the squared error of h(g(x)) against x, averaged over channels
+        (where on the image the reconstruction fails; the ``reconstruction`` score is its mean). ``images`` as in
+        ``anomaly_score``."""
+        was_training = self.training
+        self.eval()
+        maps = []
+        try:
+            for chunk in images.split(batch_size):
+                x = chunk.to(self.device)
+                x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+                maps.append((self(x).float() - x).pow(2).mean(1))
+        finally:
+            self.train(was_training)
+        return torch.cat(maps)
 
     # --- logging --------------------------------------------------------------------------------------------
     def _log_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int) -> None:
