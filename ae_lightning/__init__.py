@@ -6,11 +6,14 @@ from ae_lightning.variants import (
     VARIANTS,
     Autoencoder,
     AutoencoderBase,
+    BetaTCVAE,
     ContractiveAutoencoder,
     DenoisingAutoencoder,
     DropoutAutoencoder,
+    ImportanceWeightedAutoencoder,
     SparseAutoencoder,
     VariationalAutoencoder,
+    WassersteinAutoencoder,
 )
 
 __version__ = "0.1.0"
@@ -18,12 +21,15 @@ __all__ = [
     "VARIANTS",
     "Autoencoder",
     "AutoencoderBase",
+    "BetaTCVAE",
     "ContractiveAutoencoder",
     "DenoisingAutoencoder",
     "DropoutAutoencoder",
     "ImageDataModule",
+    "ImportanceWeightedAutoencoder",
     "Noise",
     "SparseAutoencoder",
     "VariationalAutoencoder",
+    "WassersteinAutoencoder",
     "load",
 ]

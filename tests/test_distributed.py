@@ -234,14 +234,25 @@ ALL_SIX = [
     {"model": "ContractiveAutoencoder"},
     {"model": "VariationalAutoencoder", "args": {"latent_dim": 8}},
 ]
+EVERY_VARIANT = ALL_SIX + [
+    {"model": "ImportanceWeightedAutoencoder", "args": {"latent_dim": 8, "samples": 3}},
+    {"model": "BetaTCVAE", "args": {"latent_dim": 8}},
+    {"model": "WassersteinAutoencoder", "args": {"latent_dim": 8}},
+]
+
+
+def test_every_variant_is_in_the_ddp_and_bf16_suites():
+    from ae_lightning import VARIANTS
+
+    assert {v["model"] for v in EVERY_VARIANT} == set(VARIANTS)
 
 
 @pytest.mark.slow
 def test_every_variant_finishes_a_ddp_suite(data_root, tmp_path):
-    assert len(run_suite(tmp_path, data_root, ALL_SIX, DDP_CPU, "ddp_all")) == 6
+    assert len(run_suite(tmp_path, data_root, EVERY_VARIANT, DDP_CPU, "ddp_all")) == len(EVERY_VARIANT)
 
 
 @pytest.mark.slow
 def test_every_variant_finishes_a_bf16_suite(data_root, tmp_path):
     trainer = {"max_epochs": 2, "accelerator": "cpu", "precision": "bf16-mixed"}
-    assert len(run_suite(tmp_path, data_root, ALL_SIX, trainer, "bf16_all")) == 6
+    assert len(run_suite(tmp_path, data_root, EVERY_VARIANT, trainer, "bf16_all")) == len(EVERY_VARIANT)

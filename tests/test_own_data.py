@@ -157,13 +157,16 @@ def test_a_folder_of_pngs_through_a_suite(tmp_path):
     assert all("probe/accuracy" in r["metrics"] for r in records)  # class folders are labels
 
 
-ALL_SIX = [
+EVERY_VARIANT = [
     {"model": "Autoencoder"},
     {"model": "DenoisingAutoencoder"},
     {"model": "SparseAutoencoder"},
     {"model": "DropoutAutoencoder"},
     {"model": "ContractiveAutoencoder"},
     {"model": "VariationalAutoencoder"},
+    {"model": "ImportanceWeightedAutoencoder", "args": {"samples": 3}},
+    {"model": "BetaTCVAE"},
+    {"model": "WassersteinAutoencoder"},
 ]
 
 
@@ -179,8 +182,8 @@ def test_every_variant_through_a_suite_on_own_data(kind, tmp_path):
     else:
         data = {"name": "celeba", "root": str(write_celeba_like(tmp_path / "data", n=100))}
     data |= {"val_size": 10, "batch_size": 20, "download": False, "noise": {"kind": "gaussian", "level": 0.2}}
-    records, report = own_data_suite(tmp_path, data, ALL_SIX, kind)
-    assert len(records) == 6
+    records, report = own_data_suite(tmp_path, data, EVERY_VARIANT, kind)
+    assert len(records) == len(EVERY_VARIANT)
     for record in records:
         assert all(np.isfinite(v) for v in record["metrics"].values())
     if kind != "folder":  # no labels: no probes, one line in the report, no failure

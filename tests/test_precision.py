@@ -20,6 +20,9 @@ SETTINGS = {
     "DropoutAutoencoder": {},
     "ContractiveAutoencoder": {},
     "VariationalAutoencoder": {},
+    "ImportanceWeightedAutoencoder": {},
+    "BetaTCVAE": {},
+    "WassersteinAutoencoder": {},
 }
 
 

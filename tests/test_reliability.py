@@ -59,10 +59,13 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("model", ["VariationalAutoencoder", "DenoisingAutoencoder", "DropoutAutoencoder"])
+@pytest.mark.parametrize(
+    "model", ["VariationalAutoencoder", "DenoisingAutoencoder", "DropoutAutoencoder", "WassersteinAutoencoder"]
+)
 def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, data_root, tmp_path):
     # 10 batches an epoch, a checkpoint every 7 steps: the kill lands mid-epoch. These variants draw random
-    # numbers every step (reparameterisation, corruption, dropout), so the random state must be restored too.
+    # numbers every step (reparameterisation, corruption, dropout, prior draws), so the random state must be
+    # restored too.
     (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
     noise = ["--config", str(tmp_path / "noise.yaml")] if model == "DenoisingAutoencoder" else []
     extra = [*noise, "--trainer.max_epochs", "12", "--resume_checkpoint.every_n_train_steps", "7"]

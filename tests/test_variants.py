@@ -59,7 +59,11 @@ def test_terms_per_variant():
         "SparseAutoencoder": {"loss", "recon", "sparsity"},
         "ContractiveAutoencoder": {"loss", "recon", "contractive"},
         "VariationalAutoencoder": {"loss", "recon", "kl"},
+        "ImportanceWeightedAutoencoder": {"loss", "recon", "kl"},
+        "BetaTCVAE": {"loss", "recon", "mi", "tc", "dwkl"},
+        "WassersteinAutoencoder": {"loss", "recon", "mmd"},
     }
+    assert set(expected) == set(VARIANTS)
     for name, keys in expected.items():
         assert set(VARIANTS[name]().training_step(batch)) == keys, name
 

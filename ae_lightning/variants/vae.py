@@ -33,17 +33,28 @@ def gaussian_nll(mean: Tensor, x: Tensor, std: float) -> Tensor:
     return squared + x[0].numel() * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
 
+def log_standard_normal(z: Tensor) -> Tensor:
+    """log N(z; 0, 1) elementwise."""
+    return -0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)
+
+
+def log_importance_weights(model: HasPosterior, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For the draws zᵢ = μ + σ ⊙ εᵢ from q(z|x) (``eps`` [k, B, d]): (log wᵢ, −log p(x|zᵢ), log q(zᵢ|x) − log p(zᵢ)),
+    each [k, B], where wᵢ = p(x|zᵢ) p(zᵢ) / q(zᵢ|x)."""
+    mu, logvar = model.posterior(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)  # N(ε; 0, 1) / σ per unit
+    log_prior = log_standard_normal(z).sum(-1)
+    nll = model.negative_log_likelihood(model.decoder(z.flatten(0, 1)), x.repeat(len(eps), 1, 1, 1))
+    nll = nll.view(len(eps), -1)
+    return -nll + log_prior - log_q, nll, log_q - log_prior
+
+
 def importance_weighted_log_likelihood(model: HasPosterior, x: Tensor, k: int) -> Tensor:
     """log p(x) ≈ log (1/k) Σᵢ p(x|zᵢ) p(zᵢ) / q(zᵢ|x),  zᵢ ~ q(z|x)  (per image; Burda et al. 2015)."""
-    mu, logvar = model.posterior(x)
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn(k, *mu.shape, device=x.device)
-    z = mu + std * eps  # [k, B, d]
-    log_q = (-0.5 * eps.pow(2) - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
-    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    logits = model.decoder(z.flatten(0, 1))
-    log_likelihood = -model.negative_log_likelihood(logits, x.repeat(k, 1, 1, 1)).view(k, -1)
-    return torch.logsumexp(log_likelihood + log_prior - log_q, dim=0) - math.log(k)
+    eps = torch.randn(k, len(x), model.latent_dim, device=x.device)
+    log_w = log_importance_weights(model, x, eps)[0]
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 
 class VariationalAutoencoder(AutoencoderBase):

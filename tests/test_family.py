@@ -1,0 +1,160 @@
+"""IWAE, β-TCVAE and WAE-MMD against closed forms and brute force: the bound and its k, the KL decomposition's
+estimator on a Gaussian with a known answer, and the MMD estimator's bias."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ae_lightning import BetaTCVAE, ImportanceWeightedAutoencoder, VariationalAutoencoder, WassersteinAutoencoder
+from ae_lightning.data.batch import Batch
+from ae_lightning.errors import ConfigError
+from ae_lightning.variants.base import HasPosterior, Samples
+from ae_lightning.variants.tcvae import kl_decomposition
+from ae_lightning.variants.vae import kl_to_standard_normal, log_standard_normal
+from ae_lightning.variants.wae import imq_kernel, mmd_unbiased
+
+
+def batch(n: int = 8, seed: int = 0) -> Batch:
+    x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return Batch(x, x, torch.zeros(n, dtype=torch.long))
+
+
+def iwae_and_vae(samples: int) -> tuple[ImportanceWeightedAutoencoder, VariationalAutoencoder]:
+    torch.manual_seed(0)
+    iwae = ImportanceWeightedAutoencoder(samples=samples, latent_dim=4)
+    vae = VariationalAutoencoder(latent_dim=4)
+    vae.load_state_dict(iwae.state_dict())  # the same weights
+    return iwae, vae
+
+
+def test_iwae_with_one_sample_is_the_vae_elbo_on_the_same_weights_and_draws():
+    iwae, vae = iwae_and_vae(samples=1)
+    x = batch().clean
+    torch.manual_seed(1)
+    loss = iwae.training_step(batch())["loss"]
+    torch.manual_seed(1)  # the same ε, by hand: −log p(x|z) + log q(z|x) − log p(z) at z = μ + σε
+    eps = torch.randn(1, len(x), 4)[0]
+    mu, logvar = vae.posterior(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    log_q = (log_standard_normal(eps) - 0.5 * logvar).sum(1)
+    single_draw_elbo = vae.negative_log_likelihood(vae.decoder(z), x) + log_q - log_standard_normal(z).sum(1)
+    assert loss.item() == pytest.approx(single_draw_elbo.mean().item(), rel=1e-5)
+    # and in expectation the VAE's own −ELBO, whose KL is in closed form
+    with torch.no_grad():
+        draws = torch.stack([iwae.training_step(batch())["loss"] for _ in range(400)])
+        recon = torch.stack([vae.training_step(batch())["recon"] for _ in range(400)]).mean()
+    analytic = recon + kl_to_standard_normal(mu, logvar).mean()
+    assert draws.mean().item() == pytest.approx(analytic.item(), abs=4 * draws.std().item() / 20)
+
+
+def test_the_iwae_bound_tightens_with_k_on_a_fixed_model():
+    torch.manual_seed(0)
+    model = ImportanceWeightedAutoencoder(latent_dim=4)
+    last = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # a posterior away from the prior and narrower: the draws' weights then differ
+        last.bias[:4] += 1.5
+        last.bias[4:] -= 2.0
+    means = []
+    with torch.no_grad():
+        for k in (1, 2, 8, 32):
+            model.samples = k
+            values = torch.stack([model.training_step(batch())["loss"] for _ in range(100)])
+            means.append((values.mean().item(), values.std().item() / 10))
+    for (looser, looser_se), (tighter, tighter_se) in zip(means, means[1:]):
+        assert looser - tighter > 2 * math.hypot(looser_se, tighter_se), means  # L_k > L_{k+1}, beyond noise
+
+
+def test_iwae_refuses_what_would_break_its_bound():
+    with pytest.raises(ConfigError, match="model.beta=4.0 does not apply to ImportanceWeightedAutoencoder"):
+        ImportanceWeightedAutoencoder(beta=4.0)
+    with pytest.raises(ConfigError, match="model.samples=0 must be >= 1"):
+        ImportanceWeightedAutoencoder(samples=0)
+
+
+def gaussian_codes(covariance: torch.Tensor, spread: float, batch_size: int, seed: int):
+    """A batch of codes from an aggregate posterior with a known answer: q(z|xₙ) = N(μₙ, spread² I), μₙ ~ N(0, Σ)
+    over N = 50 000 images, so q(z) = N(0, Σ + spread² I)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(50_000, 2, generator=generator) @ torch.linalg.cholesky(covariance).T
+    mu = centres[torch.randint(0, 50_000, (batch_size,), generator=generator)]
+    z = mu + spread * torch.randn(batch_size, 2, generator=generator)
+    return z, mu, torch.full_like(mu, 2 * math.log(spread))
+
+
+@pytest.mark.parametrize("correlation", [0.8, 0.0])
+def test_the_kl_decomposition_estimates_a_gaussian_with_a_known_answer(correlation):
+    spread = 0.3
+    covariance = torch.tensor([[1.0, correlation], [correlation, 1.0]])
+    aggregate = covariance + spread**2 * torch.eye(2)
+    variances = torch.diag(aggregate)
+    expected = {
+        "mi": 0.5 * torch.logdet(aggregate).item() - 2 * math.log(spread),  # H(q(z)) − H(q(z|x))
+        "tc": 0.5 * (variances.log().sum() - torch.logdet(aggregate)).item(),  # of a Gaussian
+        "dwkl": sum(0.5 * (v - 1 - math.log(v)) for v in variances.tolist()),  # KL(N(0, v) ‖ N(0, 1)) per unit
+    }
+    estimates = torch.stack(
+        [torch.stack(kl_decomposition(*gaussian_codes(covariance, spread, 2000, seed), 50_000)) for seed in range(4)]
+    ).mean(0)
+    assert estimates[0].item() == pytest.approx(expected["mi"], abs=0.08)
+    assert estimates[1].item() == pytest.approx(expected["tc"], abs=0.03)
+    assert estimates[2].item() == pytest.approx(expected["dwkl"], abs=0.02)
+    if correlation == 0.0:
+        assert abs(estimates[1].item()) < 0.03  # independent units: no total correlation
+    else:
+        assert estimates[1].item() > 0.3
+
+
+def test_the_three_parts_sum_to_the_single_draw_kl_and_beta_one_is_the_vae_objective():
+    z, mu, logvar = gaussian_codes(torch.eye(2), 0.5, 64, seed=0)
+    parts = kl_decomposition(z, mu, logvar, 1000)
+    single_draw_kl = log_standard_normal((z - mu) / 0.5).sum(1) - 2 * math.log(0.5) - log_standard_normal(z).sum(1)
+    assert sum(parts).item() == pytest.approx(single_draw_kl.mean().item(), abs=1e-4)
+    torch.manual_seed(0)
+    model = BetaTCVAE(beta=1.0, latent_dim=4, dataset_size=1000)
+    torch.manual_seed(1)
+    terms = model.training_step(batch())
+    assert terms["loss"].item() == pytest.approx((terms["recon"] + terms["mi"] + terms["tc"] + terms["dwkl"]).item())
+    heavy = BetaTCVAE(beta=6.0, latent_dim=4, dataset_size=1000)
+    heavy.load_state_dict(model.state_dict())
+    torch.manual_seed(1)  # the same draws
+    heavy_terms = heavy.training_step(batch())
+    assert heavy_terms["loss"].item() == pytest.approx((terms["loss"] + 5 * terms["tc"]).item(), rel=1e-5)
+
+
+def test_mmd_is_zero_for_the_prior_positive_for_a_shift_and_unbiased():
+    generator = torch.Generator().manual_seed(0)
+    scale = 2 * 8 * 1.0  # 2 · d · σ², d = 8
+
+    def draws(shift: float = 0.0) -> torch.Tensor:
+        return torch.randn(64, 8, generator=generator) + shift
+
+    same = torch.stack([mmd_unbiased(draws(), draws(), scale) for _ in range(300)])
+    shifted = torch.stack([mmd_unbiased(draws(1.0), draws(), scale) for _ in range(20)])
+    standard_error = same.std() / math.sqrt(len(same))
+    assert abs(same.mean()) < 3 * standard_error  # unbiased: E = 0 when q = p
+    assert shifted.mean() > 20 * same.std() and (shifted > same.max()).all()
+
+    def biased(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # the V-statistic keeps the diagonal
+        return imq_kernel(a, a, scale).mean() + imq_kernel(b, b, scale).mean() - 2 * imq_kernel(a, b, scale).mean()
+
+    v_statistic = torch.stack([biased(draws(), draws()) for _ in range(300)])
+    assert v_statistic.mean() > 10 * standard_error  # what "unbiased" is checked against: this one is not
+
+
+def test_capabilities_of_the_new_variants():
+    assert isinstance(ImportanceWeightedAutoencoder(), HasPosterior) and isinstance(BetaTCVAE(), HasPosterior)
+    assert not isinstance(WassersteinAutoencoder(), HasPosterior)
+    for model in (ImportanceWeightedAutoencoder(), BetaTCVAE(), WassersteinAutoencoder(latent_dim=6)):
+        assert isinstance(model, Samples)
+        assert model.sample(3).shape == (3, 1, 28, 28)
+    wae = WassersteinAutoencoder(latent_dim=6, prior_std=2.0)
+    terms = wae.training_step(batch())
+    assert set(terms) == {"loss", "recon", "mmd"}
+    assert terms["loss"].item() == pytest.approx((terms["recon"] + 10 * terms["mmd"]).item())
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        wae.training_step(batch(1))
+    with pytest.raises(ConfigError, match="model.prior_std=0 must be > 0"):
+        WassersteinAutoencoder(prior_std=0)
