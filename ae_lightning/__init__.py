@@ -13,6 +13,7 @@ from ae_lightning.variants import (
     ImportanceWeightedAutoencoder,
     SparseAutoencoder,
     VariationalAutoencoder,
+    VectorQuantizedAutoencoder,
     WassersteinAutoencoder,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "Noise",
     "SparseAutoencoder",
     "VariationalAutoencoder",
+    "VectorQuantizedAutoencoder",
     "WassersteinAutoencoder",
     "load",
 ]

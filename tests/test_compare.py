@@ -174,7 +174,7 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
         (
             {"variantz": []},
             "unknown key 'variantz'; allowed: ['checkpoint_every_n_steps', 'data', 'description', 'evaluation', "
-            "'name', 'seeds', 'trainer', 'tuning', 'variants', 'wandb']",
+            "'name', 'one_class', 'seeds', 'trainer', 'tuning', 'variants', 'wandb']",
         ),
         ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
         ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),

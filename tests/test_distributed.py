@@ -238,6 +238,7 @@ EVERY_VARIANT = ALL_SIX + [
     {"model": "ImportanceWeightedAutoencoder", "args": {"latent_dim": 8, "samples": 3}},
     {"model": "BetaTCVAE", "args": {"latent_dim": 8}},
     {"model": "WassersteinAutoencoder", "args": {"latent_dim": 8}},
+    {"model": "VectorQuantizedAutoencoder", "args": {"latent_dim": 8, "ema_decay": 0.99, "dead_code_steps": 3}},
 ]
 
 

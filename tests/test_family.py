@@ -158,3 +158,101 @@ def test_capabilities_of_the_new_variants():
         wae.training_step(batch(1))
     with pytest.raises(ConfigError, match="model.prior_std=0 must be > 0"):
         WassersteinAutoencoder(prior_std=0)
+
+
+def test_vq_vae_loss_is_its_equation_with_the_nearest_codes_by_brute_force():
+    from ae_lightning import VectorQuantizedAutoencoder
+
+    torch.manual_seed(0)
+    model = VectorQuantizedAutoencoder(codebook_size=16, embedding_dim=4, commitment_weight=0.25, latent_dim=8)
+    x = batch().clean
+    model.eval()  # no codebook update in this step
+    terms = model.training_step(batch())
+    z_e = model.encoder(x).detach().reshape(-1, 4)
+    nearest = torch.tensor([min(range(16), key=lambda k: (piece - model.codebook[k]).pow(2).sum()) for piece in z_e])
+    z_q = model.codebook.detach()[nearest]
+    assert torch.equal(model.code_indices(x).flatten(), nearest)
+    assert terms["codebook"].item() == pytest.approx((z_q - z_e).pow(2).mean().item(), rel=1e-5)
+    assert terms["commitment"].item() == pytest.approx((z_q - z_e).pow(2).mean().item(), rel=1e-5)
+    recon = torch.nn.functional.mse_loss(torch.sigmoid(model.decoder(z_q.view(len(x), 8))), x)
+    assert terms["recon"].item() == pytest.approx(recon.item(), rel=1e-5)
+    assert terms["loss"].item() == pytest.approx((recon + 1.25 * (z_q - z_e).pow(2).mean()).item(), rel=1e-5)
+    assert torch.equal(model.encode(x), z_q.view(len(x), 8))
+
+
+def test_vq_vae_passes_the_decoder_gradient_straight_through_to_the_encoder():
+    from ae_lightning import VectorQuantizedAutoencoder
+
+    torch.manual_seed(0)
+    model = VectorQuantizedAutoencoder(codebook_size=16, embedding_dim=4, latent_dim=8, commitment_weight=0.0).eval()
+    seen = {}
+
+    def keep_output(module, args, output):
+        output.retain_grad()
+        seen["z_e"] = output
+
+    def keep_input(module, args):
+        args[0].retain_grad()
+        seen["decoder_input"] = args[0]
+
+    model.encoder.register_forward_hook(keep_output)
+    model.decoder.register_forward_pre_hook(keep_input)
+    model.training_step(batch())["recon"].backward()
+    assert not torch.equal(seen["z_e"], seen["decoder_input"])  # the decoder saw z_q …
+    assert torch.allclose(seen["z_e"].grad, seen["decoder_input"].grad)  # … and its gradient reached z_e unchanged
+    assert model.codebook.grad is None  # the codebook learns from its own term only
+
+
+def test_vq_vae_ema_update_and_dead_code_restart():
+    from ae_lightning import VectorQuantizedAutoencoder
+
+    torch.manual_seed(0)
+    model = VectorQuantizedAutoencoder(codebook_size=8, embedding_dim=2, latent_dim=2, ema_decay=0.9, dead_code_steps=3)
+    assert "codebook" not in dict(model.named_parameters())  # EMA: a buffer, moved by averages
+    pieces = torch.tensor([[0.5, 0.5], [0.7, 0.3], [-1.0, 2.0]])
+    indices = torch.tensor([1, 1, 4])
+    count, total = model.ema_count.clone(), model.ema_sum.clone()
+    model.update_codebook(pieces, indices)
+    expected_count = 0.9 * count + 0.1 * torch.tensor([0, 2, 0, 0, 1, 0, 0, 0.0])
+    assert torch.allclose(model.ema_count, expected_count)
+    expected_sum_1 = 0.9 * total[1] + 0.1 * (pieces[0] + pieces[1])
+    n = expected_count.sum()
+    smoothed = (expected_count[1] + 1e-5) / (n + 8e-5) * n
+    assert torch.allclose(model.codebook[1], expected_sum_1 / smoothed, atol=1e-6)
+    for _ in range(2):  # codes other than 1 and 4 unused for 3 steps: restarted at pieces of the batch
+        model.update_codebook(pieces, indices)
+    restarted = [k for k in range(8) if k not in (1, 4)]
+    for k in restarted:
+        assert any(torch.allclose(model.codebook[k], piece) for piece in pieces), k
+    assert model.steps_unused.tolist() == [0] * 8
+
+
+def test_codebook_metrics_have_their_known_answers():
+    from types import SimpleNamespace
+
+    from ae_lightning.evaluation.battery import EvaluationSettings, codebook_metrics
+
+    model = SimpleNamespace(
+        codebook=torch.zeros(8, 2),
+        device=torch.device("cpu"),
+        code_indices=lambda x: torch.arange(len(x)).remainder(4)[:, None].repeat(1, 2),  # 4 of 8 used equally
+    )
+    metrics = codebook_metrics(model, torch.zeros(40, 1, 2, 2, dtype=torch.uint8), EvaluationSettings())
+    assert metrics == {"test/codebook_usage": 0.5, "test/codebook_perplexity": pytest.approx(4.0)}
+    model.code_indices = lambda x: torch.zeros(len(x), 2, dtype=torch.long)  # collapsed onto one code
+    metrics = codebook_metrics(model, torch.zeros(40, 1, 2, 2, dtype=torch.uint8), EvaluationSettings())
+    assert metrics == {"test/codebook_usage": 0.125, "test/codebook_perplexity": pytest.approx(1.0)}
+
+
+def test_vq_vae_capabilities_and_settings():
+    from ae_lightning import VectorQuantizedAutoencoder
+    from ae_lightning.variants.base import HasCodebook
+
+    model = VectorQuantizedAutoencoder()
+    assert isinstance(model, HasCodebook) and not isinstance(model, Samples) and not isinstance(model, HasPosterior)
+    assert {"codebook", "steps_unused"} <= set(model.state_dict())  # restored with checkpoints
+    assert {"ema_count", "ema_sum"} <= set(VectorQuantizedAutoencoder(ema_decay=0.99).state_dict())
+    with pytest.raises(ConfigError, match="model.embedding_dim=5 must divide model.latent_dim=32"):
+        VectorQuantizedAutoencoder(embedding_dim=5)
+    with pytest.raises(ConfigError, match=r"model.ema_decay=1.5 must lie in \(0, 1\)"):
+        VectorQuantizedAutoencoder(ema_decay=1.5)

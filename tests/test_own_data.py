@@ -167,6 +167,7 @@ EVERY_VARIANT = [
     {"model": "ImportanceWeightedAutoencoder", "args": {"samples": 3}},
     {"model": "BetaTCVAE"},
     {"model": "WassersteinAutoencoder"},
+    {"model": "VectorQuantizedAutoencoder"},
 ]
 
 

@@ -23,6 +23,7 @@ SETTINGS = {
     "ImportanceWeightedAutoencoder": {},
     "BetaTCVAE": {},
     "WassersteinAutoencoder": {},
+    "VectorQuantizedAutoencoder": {},
 }
 
 

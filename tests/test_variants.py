@@ -62,6 +62,7 @@ def test_terms_per_variant():
         "ImportanceWeightedAutoencoder": {"loss", "recon", "kl"},
         "BetaTCVAE": {"loss", "recon", "mi", "tc", "dwkl"},
         "WassersteinAutoencoder": {"loss", "recon", "mmd"},
+        "VectorQuantizedAutoencoder": {"loss", "recon", "codebook", "commitment"},
     }
     assert set(expected) == set(VARIANTS)
     for name, keys in expected.items():

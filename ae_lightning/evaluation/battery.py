@@ -16,6 +16,8 @@ Keys (a public contract: W&B panels and the report use them):
                                                    trained on them (data.binarize: binary for static, threshold and
                                                    dynamic — a real probability under a Bernoulli likelihood; grey
                                                    levels for none)
+    test/codebook_usage, test/codebook_perplexity  models with a codebook (VQ-VAE): share of its entries the test
+                                                   codes use, and exp of the entropy of their frequencies
 
 The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
 collectives, and needs no Trainer.
@@ -40,7 +42,7 @@ from ae_lightning.evaluation.anomaly import PIXEL_KEY, anomaly_metrics, anomaly_
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
-from ae_lightning.variants.base import HasPosterior, Samples
+from ae_lightning.variants.base import HasCodebook, HasPosterior, Samples
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
 from ae_lightning.variants.vae import importance_weighted_log_likelihood, kl_to_standard_normal
 
@@ -54,7 +56,15 @@ RECONSTRUCTION_KEYS = (
     "probe/accuracy",
     "probe/knn_accuracy",
 )
-STRUCTURE_KEYS = ("test/jacobian_fro", "test/code_sparsity", "test/elbo", "test/nll_iw", "test/active_units")
+STRUCTURE_KEYS = (
+    "test/jacobian_fro",
+    "test/code_sparsity",
+    "test/elbo",
+    "test/nll_iw",
+    "test/active_units",
+    "test/codebook_usage",
+    "test/codebook_perplexity",
+)
 GENERATIVE_KEYS = ("gen/fd_domain", "gen/fid_inception")
 BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS + GENERATIVE_KEYS
 
@@ -221,6 +231,19 @@ def code_sparsity(
     return inactive.float().mean().item()
 
 
+@torch.no_grad()
+def codebook_metrics(model: HasCodebook, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
+    """Over the test images' codes: the share of the K codebook entries used at least once, and the perplexity
+    exp(H) of the entries' frequencies (K when all are used equally, 1 when one entry takes every piece)."""
+    indices = torch.cat([model.code_indices(x).flatten() for x in batches(images, settings.batch_size, model.device)])
+    frequencies = torch.bincount(indices, minlength=len(model.codebook)).double() / len(indices)
+    used = frequencies[frequencies > 0]
+    return {
+        "test/codebook_usage": float((frequencies > 0).double().mean()),
+        "test/codebook_perplexity": float(torch.exp(-(used * used.log()).sum())),
+    }
+
+
 def mean_jacobian_frobenius(model: AutoencoderBase, images: Tensor, settings: EvaluationSettings) -> float:
     norms = []
     for x in batches(images[: settings.jacobian_samples], 100, model.device):
@@ -349,6 +372,8 @@ def evaluate(
     results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
     if isinstance(model, HasPosterior):
         results |= vae_metrics(model, test_images, settings)
+    if isinstance(model, HasCodebook):
+        results |= codebook_metrics(model, test_images, settings)
     # no generative metrics in anomaly detection: the domain classifier would know the normal classes only
     if isinstance(model, Samples) and classifier_cache is not None and test_is_anomaly is None:
         results |= generative_metrics(

@@ -42,7 +42,8 @@ from ae_lightning.files import atomic_path
 from ae_lightning.messages import warn
 from ae_lightning.variants import VARIANTS
 
-# test/jacobian_fro, test/code_sparsity and test/active_units describe a model; no value of them is "best".
+# test/jacobian_fro, test/code_sparsity, test/active_units and the codebook's usage and perplexity describe a model;
+# no value of them is "best".
 
 
 def likelihood_protocol(suite: dict[str, Any]) -> str:

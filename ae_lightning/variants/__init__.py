@@ -9,6 +9,7 @@ from ae_lightning.variants.iwae import ImportanceWeightedAutoencoder
 from ae_lightning.variants.sparse import SparseAutoencoder
 from ae_lightning.variants.tcvae import BetaTCVAE
 from ae_lightning.variants.vae import VariationalAutoencoder
+from ae_lightning.variants.vqvae import VectorQuantizedAutoencoder
 from ae_lightning.variants.wae import WassersteinAutoencoder
 
 VARIANTS: dict[str, type[AutoencoderBase]] = {
@@ -23,6 +24,7 @@ VARIANTS: dict[str, type[AutoencoderBase]] = {
         ImportanceWeightedAutoencoder,
         BetaTCVAE,
         WassersteinAutoencoder,
+        VectorQuantizedAutoencoder,
     )
 }
 

@@ -7,8 +7,9 @@ Every variant is a LightningModule with
 - logging: the terms as ``train/<term>``; validation and test evaluate the same objective on their batches
   (``val/<term>``, ``test/<term>``) plus the comparable reconstruction error of the clean image, ``val/mse`` /
   ``test/mse``;
-- capabilities that callers ask for instead of checking classes: :class:`Samples` (``sample(n)`` from the prior)
-  and :class:`HasPosterior` (``posterior(x)`` and a likelihood: ELBO, IW-NLL and active units apply).
+- capabilities that callers ask for instead of checking classes: :class:`Samples` (``sample(n)`` from the prior),
+  :class:`HasPosterior` (``posterior(x)`` and a likelihood: ELBO, IW-NLL and active units apply) and
+  :class:`HasCodebook` (``code_indices(x)``: codebook usage and perplexity apply).
 
 The plumbing: hyperparameters, networks by name, the optimizer, non-finite losses, exact resume (every rank's
 random state in checkpoints), GPU options. Speed shims that rest on Lightning internals live in ``shims.py``.
@@ -75,6 +76,16 @@ class HasPosterior(Protocol):
     def negative_elbo(self, x: Tensor) -> Tensor: ...  # per image, one draw of z
 
     def iw_nll(self, x: Tensor, samples: int) -> Tensor: ...  # per image, importance-weighted
+
+
+@runtime_checkable
+class HasCodebook(Protocol):
+    """A discrete code: ``code_indices(x)`` gives each image's codebook entries; the battery's codebook usage and
+    perplexity apply."""
+
+    codebook: Tensor  # [K, embedding_dim]
+
+    def code_indices(self, x: Tensor) -> Tensor: ...
 
 
 # Anomaly scores (higher = more anomalous), see AutoencoderBase.anomaly_score
