@@ -4,6 +4,7 @@ from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.loading import load
 from ae_lightning.variants import (
     VARIANTS,
+    AdversarialAutoencoder,
     Autoencoder,
     AutoencoderBase,
     BetaTCVAE,
@@ -20,6 +21,7 @@ from ae_lightning.variants import (
 __version__ = "0.1.0"
 __all__ = [
     "VARIANTS",
+    "AdversarialAutoencoder",
     "Autoencoder",
     "AutoencoderBase",
     "BetaTCVAE",

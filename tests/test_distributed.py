@@ -239,6 +239,7 @@ EVERY_VARIANT = ALL_SIX + [
     {"model": "BetaTCVAE", "args": {"latent_dim": 8}},
     {"model": "WassersteinAutoencoder", "args": {"latent_dim": 8}},
     {"model": "VectorQuantizedAutoencoder", "args": {"latent_dim": 8, "ema_decay": 0.99, "dead_code_steps": 3}},
+    {"model": "AdversarialAutoencoder", "args": {"latent_dim": 8}},
 ]
 
 

@@ -256,3 +256,96 @@ def test_vq_vae_capabilities_and_settings():
         VectorQuantizedAutoencoder(embedding_dim=5)
     with pytest.raises(ConfigError, match=r"model.ema_decay=1.5 must lie in \(0, 1\)"):
         VectorQuantizedAutoencoder(ema_decay=1.5)
+
+
+def test_shapes_are_drawn_once_with_every_combination_of_their_factors(tmp_path):
+    from ae_lightning import ImageDataModule
+    from ae_lightning.data.shapes import SIZES, load_shapes
+
+    train_images, train_labels, train_factors = load_shapes(tmp_path, train=True)
+    test_images, _, test_factors = load_shapes(tmp_path, train=False)
+    assert len(train_images) + len(test_images) == math.prod(SIZES) and len(test_images) == math.prod(SIZES) // 5
+    every = torch.cat([train_factors, test_factors])
+    assert len(torch.unique(every, dim=0)) == math.prod(SIZES)  # each combination once
+    assert torch.equal(train_labels, train_factors[:, 0])  # the label is the shape
+    assert train_images.dtype == torch.uint8 and train_images.shape[1:] == (1, 32, 32)
+    assert (train_images.flatten(1).max(1).values == 255).all()  # every image shows its shape
+    again = load_shapes(tmp_path, train=False)[0]  # from the cache: the same images
+    assert torch.equal(again, test_images)
+    dm = ImageDataModule(name="shapes", root=str(tmp_path), val_size=500, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_classes == 3 and dm.image_shape == (1, 32, 32) and torch.equal(dm.test_factors, test_factors)
+    # a bigger scale level draws a bigger shape, whatever else
+    sizes = train_images.flatten(1).float().sum(1)
+    small, large = sizes[train_factors[:, 1] == 0].mean(), sizes[train_factors[:, 1] == 5].mean()
+    assert large > 2 * small
+
+
+def test_mig_and_dci_have_their_known_answers(tmp_path):
+    from ae_lightning.data.shapes import load_shapes
+    from ae_lightning.evaluation.disentanglement import disentanglement_metrics
+
+    factors = load_shapes(tmp_path, train=False)[2]
+    generator = torch.Generator().manual_seed(0)
+    standard = (factors.float() - factors.float().mean(0)) / factors.float().std(0)
+    faithful = disentanglement_metrics(standard + 0.01 * torch.randn(standard.shape, generator=generator), factors)
+    assert all(value > 0.95 for value in faithful.values()), faithful  # each factor in a unit of its own
+    independent = disentanglement_metrics(torch.randn(len(factors), 10, generator=generator), factors)
+    assert independent["disentangle/mig"] < 0.05 and independent["disentangle/dci_disentanglement"] < 0.3
+    rotation = torch.linalg.qr(torch.randn(5, 5, generator=generator))[0]
+    mixed = disentanglement_metrics(standard @ rotation, factors)  # every factor in every unit: informative, tangled
+    assert mixed["disentangle/mig"] < 0.3 and mixed["disentangle/dci_disentanglement"] < 0.4
+
+
+def test_adversarial_autoencoder_players_get_their_own_gradients():
+    from ae_lightning import AdversarialAutoencoder
+
+    torch.manual_seed(0)
+    model = AdversarialAutoencoder(latent_dim=4, discriminator_dims=(16,))
+    x = batch().clean
+    torch.manual_seed(1)
+    terms = model.training_step(batch())  # outside a fit: terms only, no optimizer step
+    torch.manual_seed(1)  # the same prior draw, by hand: the discriminator's and the autoencoder's losses
+    z = model.encode(x)
+    prior = torch.randn_like(z)
+    d = model.discriminator
+    by_hand = -torch.log(torch.sigmoid(d(prior))).mean() - torch.log(1 - torch.sigmoid(d(z))).mean()
+    assert terms["discriminator"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert terms["adversarial"].item() == pytest.approx(-torch.log(torch.sigmoid(d(z))).mean().item(), rel=1e-5)
+    (terms["loss"] + terms["discriminator"]).backward()
+    joint = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(1)
+    model.training_step(batch())["discriminator"].backward()  # the discriminator's gradient: from its term alone
+    for name, p in model.discriminator.named_parameters():
+        assert torch.allclose(joint[f"discriminator.{name}"], p.grad, atol=1e-6), name
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoder.parameters())  # codes detached
+    model.zero_grad()
+    torch.manual_seed(1)
+    model.training_step(batch())["loss"].backward()  # the autoencoder's: from its own loss alone
+    for name, p in model.encoder.named_parameters():
+        assert torch.allclose(joint[f"encoder.{name}"], p.grad, atol=1e-6), name
+    assert all(p.grad is None for p in model.discriminator.parameters())  # D's weights frozen in the fooling term
+
+
+def test_adversarial_autoencoder_trains_both_players_and_checkpoints_both_optimizers(data_root, tmp_path):
+    import pytorch_lightning as pl
+
+    from ae_lightning import AdversarialAutoencoder, ImageDataModule
+
+    from conftest import quiet_trainer
+
+    pl.seed_everything(0)
+    dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    model = AdversarialAutoencoder(latent_dim=8, discriminator_learning_rate=5e-4)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = quiet_trainer(max_epochs=1, default_root_dir=str(tmp_path), enable_checkpointing=True)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 2 * 10  # 10 batches, two optimizer steps each
+    for prefix in ("encoder.", "decoder.", "discriminator."):
+        assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(prefix))
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    states = torch.load(checkpoint, weights_only=True)["optimizer_states"]
+    assert len(states) == 2 and states[1]["param_groups"][0]["lr"] == 5e-4
+    assert isinstance(model, Samples) and model.sample(2).shape == (2, 1, 28, 28)

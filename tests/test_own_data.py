@@ -168,6 +168,7 @@ EVERY_VARIANT = [
     {"model": "BetaTCVAE"},
     {"model": "WassersteinAutoencoder"},
     {"model": "VectorQuantizedAutoencoder"},
+    {"model": "AdversarialAutoencoder"},
 ]
 
 

@@ -24,6 +24,7 @@ SETTINGS = {
     "BetaTCVAE": {},
     "WassersteinAutoencoder": {},
     "VectorQuantizedAutoencoder": {},
+    "AdversarialAutoencoder": {},
 }
 
 

@@ -39,7 +39,8 @@ def test_loss_is_finite_and_every_parameter_gets_a_gradient(name, shape):
     terms = model.training_step(random_batch(shape))
     assert "loss" in terms and "recon" in terms
     assert all(torch.isfinite(v) for v in terms.values())
-    terms["loss"].backward()
+    # the adversarial AE's discriminator learns from a term of its own (its second optimizer)
+    (terms["loss"] + terms.get("discriminator", 0)).backward()
     for param_name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
     assert any(p.grad.abs().sum() > 0 for p in model.encoder.parameters())
@@ -63,6 +64,7 @@ def test_terms_per_variant():
         "BetaTCVAE": {"loss", "recon", "mi", "tc", "dwkl"},
         "WassersteinAutoencoder": {"loss", "recon", "mmd"},
         "VectorQuantizedAutoencoder": {"loss", "recon", "codebook", "commitment"},
+        "AdversarialAutoencoder": {"loss", "recon", "adversarial", "discriminator"},
     }
     assert set(expected) == set(VARIANTS)
     for name, keys in expected.items():

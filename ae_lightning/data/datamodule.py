@@ -30,6 +30,7 @@ from ae_lightning.data import sources
 from ae_lightning.data.batch import Batch
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
 from ae_lightning.data.mvtec import load_mvtec
+from ae_lightning.data.shapes import load_shapes
 from ae_lightning.errors import ConfigError
 
 
@@ -192,7 +193,8 @@ class ImageDataModule(pl.LightningDataModule):
             ``folder`` (an image folder: class sub-folders give labels, a flat folder none) or ``tensors`` (a
             ``.npz``/``.pt`` file with uint8 ``images`` and optional ``labels``), or ``mvtec`` (one category of an
             industrial inspection folder in the MVTec AD layout, see ``data/mvtec.py``: anomaly detection with
-            ``train/good`` as the normal class and, where ``ground_truth/`` masks exist, ``test_masks``).
+            ``train/good`` as the normal class and, where ``ground_truth/`` masks exist, ``test_masks``), or
+            ``shapes`` (a drawn dSprites-like set with known factors, ``test_factors``: see ``data/shapes.py``).
         root: directory in torchvision's on-disk layout (``root/MNIST/raw``, ``root/FashionMNIST/raw``,
             ``root/cifar-10-batches-py``, ``root/celeba``); for ``folder`` the image folder, for ``tensors`` the file,
             for ``mvtec`` the category folder (``root/train/good`` …).
@@ -301,6 +303,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.normal_classes = None if normal_classes is None else list(normal_classes)
         self.test_is_anomaly: Tensor | None = None  # with normal_classes: which test images are anomalous
         self.test_masks: Tensor | None = None  # mvtec with ground_truth/: the defects' pixels, bool [N, H, W]
+        self.test_factors: Tensor | None = None  # shapes: each test image's generative factors, [N, 5]
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["noise"])
@@ -379,6 +382,10 @@ class ImageDataModule(pl.LightningDataModule):
             return
         if self.source.image_shape is None:  # your own data (its test part is carved out of it, or test_root)
             images, labels, test_images, test_labels = self.own_data()
+        elif self.name == "shapes":  # drawn with its factors, which the battery's MIG and DCI read
+            images, labels, _ = load_shapes(self.root, train=True)
+            if self.read_test:
+                test_images, test_labels, self.test_factors = load_shapes(self.root, train=False)
         else:
             images, labels = sources.load_split(self.name, self.root, train=True)
             if self.read_test:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from ae_lightning.data import custom
+from ae_lightning.data import custom, shapes
 from ae_lightning.errors import ConfigError, DataNotFoundError
 from ae_lightning.files import atomic_path
 
@@ -104,12 +104,17 @@ SOURCES["celeba"] = Source(
 SOURCES["folder"] = Source("folder", None, None, None, "", (), None)
 SOURCES["tensors"] = Source("tensors", None, None, None, "", (), None)
 SOURCES["mvtec"] = Source("mvtec", None, None, None, "", (), None)  # data/mvtec.py
+SOURCES["shapes"] = Source(  # data/shapes.py: drawn here, nothing to download
+    "shapes", None, (1, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE), shapes.SIZES[0], shapes.FOLDER, (),
+    lambda root, train: shapes.load_shapes(root, train)[:2],
+)  # fmt: skip
 
 
 # What the labels mean, for the report's tables and legends (MNIST's labels are their digits).
 CLASS_NAMES = {
     "fashion_mnist": list(datasets.FashionMNIST.classes),
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "shapes": ["square", "ellipse", "triangle"],
 }
 
 
@@ -163,6 +168,9 @@ def _install_debian_fashion_mnist(root: Path) -> bool:
 def ensure_files(name: str, root: str | Path, download: bool) -> None:
     """Make sure the dataset's files are under ``root`` (call from ``prepare_data``: it may download)."""
     source, root = get_source(name), Path(root).expanduser()
+    if name == "shapes":  # drawn, not downloaded: draw and cache it now (prepare_data runs on rank 0)
+        shapes.load_shapes(root, train=True)
+        return
     if source.torchvision_class is None:  # your own data: it is there or it is not
         if not root.exists():
             raise DataNotFoundError(f"{name}: data.root={str(root)!r} does not exist")

@@ -18,6 +18,7 @@ Keys (a public contract: W&B panels and the report use them):
                                                    levels for none)
     test/codebook_usage, test/codebook_perplexity  models with a codebook (VQ-VAE): share of its entries the test
                                                    codes use, and exp of the entropy of their frequencies
+    disentangle/mig, disentangle/dci_*             data with known factors (shapes): see disentanglement.py
 
 The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
 collectives, and needs no Trainer.
@@ -40,6 +41,7 @@ from ae_lightning.data.corruption import Noise
 from ae_lightning.distances import standard_deviation
 from ae_lightning.evaluation.anomaly import PIXEL_KEY, anomaly_metrics, anomaly_scores, pixel_auroc
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
+from ae_lightning.evaluation.disentanglement import disentanglement_metrics
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasCodebook, HasPosterior, Samples
@@ -330,11 +332,13 @@ def evaluate(
     test_is_anomaly: Tensor | None = None,
     anomaly_out: dict[str, Tensor] | None = None,
     test_masks: Tensor | None = None,
+    test_factors: Tensor | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
     that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
     ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
-    ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects)."""
+    ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects; MIG and DCI where
+    ``test_factors`` give the test images' generative factors)."""
     model.eval()
     generator = battery_noise_generator(settings)
     noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
@@ -366,6 +370,8 @@ def evaluate(
             results[PIXEL_KEY] = pixel_auroc(model.anomaly_map(test_images, settings.batch_size).cpu(), test_masks)
         if anomaly_out is not None:
             anomaly_out.update(scores)
+    if test_factors is not None:
+        results |= disentanglement_metrics(test_codes, test_factors)
     results["test/code_sparsity"] = code_sparsity(
         test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
     )

@@ -20,6 +20,7 @@ from ae_lightning.evaluation.battery import (
     STRUCTURE_KEYS,
     EvaluationSettings,
 )
+from ae_lightning.evaluation.disentanglement import DISENTANGLEMENT_KEYS
 from ae_lightning.evaluation.report_figures import tuning_figure, write_figures
 from ae_lightning.evaluation.report_tables import (
     FIT_KEYS,
@@ -86,6 +87,7 @@ HEADLINE_METRICS = {  # section: the metrics whose pairwise probability of impro
     "Reconstruction, denoising, linear probe": ("test/mse", "test/noisy_psnr", "probe/accuracy"),
     "Structure of the code": ("test/nll_iw",),
     "Generative quality": ("gen/fd_domain",),
+    "Disentanglement": ("disentangle/mig",),
     "Anomaly detection": ("anomaly/reconstruction/auroc",),
     "Cost of the fit": ("fit/samples_per_s",),
 }
@@ -93,6 +95,7 @@ SECTION_KEYS = {
     "Reconstruction, denoising, linear probe": RECONSTRUCTION_KEYS,
     "Structure of the code": STRUCTURE_KEYS,
     "Generative quality": GENERATIVE_KEYS,
+    "Disentanglement": DISENTANGLEMENT_KEYS,
     "Anomaly detection": ANOMALY_KEYS,
     "Cost of the fit": FIT_KEYS,
 }
@@ -332,6 +335,14 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             lines += ["\n".join(f"- {line}" for line in unseparated), ""]
         if section == "Generative quality":
             lines += [generative_protocol(suite, records), ""]
+        if section == "Disentanglement":
+            lines += [
+                "The test codes against the data's known generative factors: MIG (Chen et al. 2018; each unit in 20 "
+                "bins) and DCI disentanglement and completeness (Eastwood & Williams 2018; a unit's importance for "
+                "a factor is the absolute weight of a ridge regression on standardised codes). 1 = each factor in "
+                "one unit of its own; near 0 = factors spread over units.",
+                "",
+            ]
         for key in HEADLINE_METRICS[section]:
             improvement = improvement_table(scores, key)
             if improvement:

@@ -16,6 +16,7 @@ from ae_lightning.evaluation.anomaly import LOWER_IS_BETTER as ANOMALY_LOWER
 from ae_lightning.evaluation.battery import (
     BATTERY_KEYS,
 )
+from ae_lightning.evaluation.disentanglement import DISENTANGLEMENT_KEYS
 from ae_lightning.evaluation.statistics import (
     MAX_SEEDS,
     POWER,
@@ -29,7 +30,7 @@ from ae_lightning.files import atomic_path
 FIT_KEYS = ("fit/seconds", "fit/samples_per_s", "fit/peak_mem_mb")
 
 
-METRIC_KEYS = BATTERY_KEYS + ANOMALY_KEYS + FIT_KEYS
+METRIC_KEYS = BATTERY_KEYS + DISENTANGLEMENT_KEYS + ANOMALY_KEYS + FIT_KEYS
 
 
 HIGHER_IS_BETTER = {
@@ -41,6 +42,7 @@ HIGHER_IS_BETTER = {
     "probe/knn_accuracy",
     "test/elbo",
     "fit/samples_per_s",
+    *DISENTANGLEMENT_KEYS,
 } | ANOMALY_HIGHER
 
 

@@ -277,6 +277,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         test_is_anomaly=datamodule.test_is_anomaly,
         anomaly_out=anomaly,
         test_masks=datamodule.test_masks,
+        test_factors=datamodule.test_factors,
     )
     if anomaly:  # the report's ROC curves, histograms and worst cases
         is_anomaly, test_images = datamodule.test_is_anomaly, splits["test"].images.cpu()

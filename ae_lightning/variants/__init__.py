@@ -1,5 +1,6 @@
 """The variants, one file each. ``VARIANTS`` maps class names to classes (the registry the runner uses)."""
 
+from ae_lightning.variants.adversarial import AdversarialAutoencoder
 from ae_lightning.variants.autoencoder import Autoencoder
 from ae_lightning.variants.base import AutoencoderBase
 from ae_lightning.variants.contractive import ContractiveAutoencoder
@@ -25,6 +26,7 @@ VARIANTS: dict[str, type[AutoencoderBase]] = {
         BetaTCVAE,
         WassersteinAutoencoder,
         VectorQuantizedAutoencoder,
+        AdversarialAutoencoder,
     )
 }
 
