@@ -215,7 +215,10 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--model", "NoSuchVariant"], "--model 'NoSuchVariant' is not a variant; allowed: ['Autoencoder', "),
+        (
+            ["--model", "NoSuchVariant"],
+            "--model 'NoSuchVariant' is not a variant; allowed: ['AdversarialAutoencoder', 'Autoencoder', ",
+        ),
         (["--model=NoSuchVariant"], "--model 'NoSuchVariant' is not a variant"),
         (
             ["--model", "Autoencoder", "--data.noise.kind", "bogus", "--data.noise.level", "0.1"],

@@ -59,7 +59,8 @@ def test_every_variant_fits_finite_under_bf16_mixed(name, data_root):
     model = VARIANTS[name](input_shape=dm.image_shape, **SETTINGS[name])
     trainer = quiet_trainer(max_epochs=1, precision="bf16-mixed", log_every_n_steps=1)
     trainer.fit(model, datamodule=dm)
-    assert trainer.global_step == 10
+    # 10 batches; the adversarial AE's two optimizers each count a step (Lightning's manual optimisation)
+    assert trainer.global_step == (20 if name == "AdversarialAutoencoder" else 10)
     metrics = trainer.callback_metrics
     assert {"train/loss", "val/loss", "val/mse"} <= set(metrics)
     assert all(torch.isfinite(value) for value in metrics.values()), dict(metrics)
