@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the tests. Default: the fast suite (under ~15 minutes on 2 CPU cores).
+# Set up (scripts/setup.sh) and run the tests. Default: the fast suite (about 18 minutes of pytest on 2 CPU cores).
 #   bash scripts/test.sh           fast tests
 #   bash scripts/test.sh --all     fast and slow tests (what CI runs)
 #   bash scripts/test.sh -k vae    any other arguments go to pytest
