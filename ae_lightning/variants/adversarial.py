@@ -67,7 +67,8 @@ class AdversarialAutoencoder(AutoencoderBase):
         fool = real_or_fake(functional_call(self.discriminator, frozen, (z,)), True)
         recon = self.distance(self.decoder(z), x) * x[0].numel()  # per image, summed over pixels
         loss = recon + self.adversarial_weight * fool
-        if self.training and self.fitting():  # a training step (validation and tests reuse the terms only)
+        trainer = self.attached_trainer
+        if self.training and trainer is not None and trainer.training:  # validation and tests reuse the terms only
             autoencoder_optimizer, discriminator_optimizer = self.optimizers()
             autoencoder_optimizer.zero_grad()
             discriminator_optimizer.zero_grad()
@@ -75,12 +76,6 @@ class AdversarialAutoencoder(AutoencoderBase):
             autoencoder_optimizer.step()
             discriminator_optimizer.step()
         return {"loss": loss, "recon": recon, "adversarial": fool, "discriminator": discriminator}
-
-    def fitting(self) -> bool:
-        try:
-            return self.trainer.training
-        except RuntimeError:  # not attached to a trainer: a direct call computes the terms only
-            return False
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

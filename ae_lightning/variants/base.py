@@ -179,6 +179,14 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
         raise NotImplementedError("each variant defines its loss in training_step")
 
+    @property
+    def attached_trainer(self) -> pl.Trainer | None:
+        """The trainer this model runs under, or None for a direct call (Lightning's ``trainer`` raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     # --- using a trained model ------------------------------------------------------------------------------
     @torch.no_grad()
     def anomaly_score(

@@ -72,10 +72,7 @@ class BetaTCVAE(VariationalAutoencoder):
     def data_size(self, batch_size: int) -> int:
         if self.dataset_size is not None:
             return self.dataset_size
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # not attached to a trainer (a direct call)
-            trainer = None
+        trainer = self.attached_trainer
         if trainer is None or not math.isfinite(trainer.num_training_batches) or trainer.num_training_batches < 1:
             return batch_size  # outside a fit (test, validate alone): the batch stands for the data set
         return max(batch_size, int(trainer.num_training_batches) * batch_size * trainer.world_size)

@@ -111,12 +111,16 @@ class VectorQuantizedAutoencoder(AutoencoderBase):
             smoothed = (self.ema_count + 1e-5) / (total + len(self.codebook) * 1e-5) * total
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
         self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-        dead = (self.steps_unused >= self.dead_code_steps).nonzero()[:, 0] if self.dead_code_steps else indices[:0]
-        if len(dead):
-            chosen = pieces[torch.randint(len(pieces), (len(dead),), device=pieces.device)]
-            if distributed:
-                dist.broadcast(chosen, src=0)
-            self.codebook.data[dead] = chosen.to(self.codebook.dtype)
-            if self.ema_decay is not None:
-                self.ema_sum[dead], self.ema_count[dead] = chosen, 1.0
-            self.steps_unused[dead] = 0
+        if not self.dead_code_steps:
+            return
+        # Masks, not indices of the dead codes: no host sync in the training step (a candidate is drawn for every
+        # code and kept only where the code is dead).
+        dead = (self.steps_unused >= self.dead_code_steps)[:, None]
+        chosen = pieces[torch.randint(len(pieces), (len(self.codebook),), device=pieces.device)]
+        if distributed:
+            dist.broadcast(chosen, src=0)
+        self.codebook.data.copy_(torch.where(dead, chosen.to(self.codebook.dtype), self.codebook.data))
+        if self.ema_decay is not None:
+            self.ema_sum.copy_(torch.where(dead, chosen, self.ema_sum))
+            self.ema_count.masked_fill_(dead[:, 0], 1.0)
+        self.steps_unused.masked_fill_(dead[:, 0], 0)
