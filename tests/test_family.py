@@ -293,6 +293,9 @@ def test_mig_and_dci_have_their_known_answers(tmp_path):
     assert all(value > 0.95 for value in faithful.values()), faithful  # each factor in a unit of its own
     independent = disentanglement_metrics(torch.randn(len(factors), 10, generator=generator), factors)
     assert independent["disentangle/mig"] < 0.05 and independent["disentangle/dci_disentanglement"] < 0.3
+    # the shape also copied into a second unit: no gap for that factor (MIG ≈ 4/5), though DCI's importances stay
+    duplicated = torch.cat([standard, standard[:, :1]], 1) + 0.01 * torch.randn(len(factors), 6, generator=generator)
+    assert disentanglement_metrics(duplicated, factors)["disentangle/mig"] == pytest.approx(0.8, abs=0.03)
     rotation = torch.linalg.qr(torch.randn(5, 5, generator=generator))[0]
     mixed = disentanglement_metrics(standard @ rotation, factors)  # every factor in every unit: informative, tangled
     assert mixed["disentangle/mig"] < 0.3 and mixed["disentangle/dci_disentanglement"] < 0.4
