@@ -307,7 +307,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         ]
     lines += tuning_section(out)
     sections = list(SECTION_KEYS)
-    if normal is not None or classes or suite["data"].get("name") == "mvtec":  # a detection suite: its task first
+    if any(key in row for key in ANOMALY_KEYS for row in table.values()):  # a detection suite: its task first
         sections.insert(0, sections.pop(sections.index("Anomaly detection")))
     for section in sections:
         keys = SECTION_KEYS[section]

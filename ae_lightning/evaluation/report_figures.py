@@ -196,7 +196,8 @@ def anomaly_figures(
     axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
     axis.set_xlabel("false positive rate (normal test images flagged)")
     axis.set_ylabel("true positive rate (anomalies caught)")
-    axis.set_title(f"ROC of the score: {SCORE_LABELS.get(score, score)}{scope}", fontsize=10)
+    scope_line = f"\n{scope.removeprefix(', ')}" if scope else ""  # its own line: one line is clipped
+    axis.set_title(f"ROC of the score: {SCORE_LABELS.get(score, score)}{scope_line}", fontsize=10)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(out / "anomaly_roc.png", dpi=110)
