@@ -150,6 +150,16 @@ def assert_same_weights(one: dict, two: dict) -> None:
         assert torch.equal(tensor, two[name]), name
 
 
+@pytest.mark.parametrize("ema_decay", [None, 0.99], ids=["gradient-codebook", "ema-codebook"])
+def test_vqvae_ranks_keep_one_codebook_through_updates_and_restarts(data_root, tmp_path, ema_decay):
+    # 256 codes and restarts after one unused step: most codes are restarted at every step from a batch piece, and
+    # each rank sees other pieces — only rank 0's broadcast (and the summed EMA statistics) keep the replicas equal.
+    args = {"codebook_size": 256, "embedding_dim": 4, "dead_code_steps": 1, "ema_decay": ema_decay}
+    ranks = ddp_worker(tmp_path, "vq", data_root, model="VectorQuantizedAutoencoder", model_args=args, epochs=1)
+    assert_same_weights(ranks[0]["state_dict"], ranks[1]["state_dict"])
+    assert ranks[0]["global_step"] == 10
+
+
 def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
     ranks = ddp_worker(tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1)
     # Rank 1's NaN reached rank 0's gradients through the all-reduce: only if both skip do they stay equal and finite
