@@ -8,13 +8,9 @@ import sys
 
 from jsonargparse import ArgumentError
 
-from ae_lightning.errors import ConfigError, DataNotFoundError, NonFiniteLossError
+from ae_lightning.errors import USER_ERRORS, ConfigError, find_user_error
 from ae_lightning.lightning_cli import run_cli
 from ae_lightning.variants import VARIANTS
-
-# Errors the user can act on: printed as one line (no traceback), with this exit code.
-USER_ERRORS = {ConfigError: 2, DataNotFoundError: 2, NonFiniteLossError: 3}
-
 
 # Every subcommand, for `ae-lightning --help`: LightningCLI's (one run), the suite runner and the tuner.
 SUBCOMMANDS = {
@@ -94,15 +90,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"ae-lightning: error: {user_error}", file=sys.stderr)
         sys.exit(USER_ERRORS[type(user_error)])
-
-
-def find_user_error(err: BaseException | None) -> BaseException | None:
-    """The ConfigError/DataNotFoundError behind ``err``: jsonargparse wraps errors raised while it instantiates."""
-    while err is not None:
-        if isinstance(err, tuple(USER_ERRORS)):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
 
 
 if __name__ == "__main__":

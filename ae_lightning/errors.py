@@ -12,3 +12,17 @@ class DataNotFoundError(FileNotFoundError):
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite: training stopped; the message names the variant, step and term."""
+
+
+# Errors the user can act on: printed as one line (no traceback), with this exit code.
+USER_ERRORS: dict[type[Exception], int] = {ConfigError: 2, DataNotFoundError: 2, NonFiniteLossError: 3}
+
+
+def find_user_error(err: BaseException | None) -> BaseException | None:
+    """The ConfigError/DataNotFoundError/NonFiniteLossError behind ``err`` (jsonargparse wraps errors raised while it
+    instantiates), or None."""
+    while err is not None:
+        if isinstance(err, tuple(USER_ERRORS)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None

@@ -10,18 +10,22 @@ The model's ``input_shape`` is linked from ``data.image_shape``, so it is never 
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from ae_lightning.callbacks import ResumeCheckpoint
+from ae_lightning.callbacks import EpochLine, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
 from ae_lightning.files import atomic_torch_save
+from ae_lightning.loggers import RunCSVLogger
+from ae_lightning.quiet import quiet_libraries
 from ae_lightning.variants import AutoencoderBase
 
 
@@ -66,7 +70,27 @@ class AutoencoderCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
-        return super().instantiate_trainer(**{**kwargs, **self.trainer_overrides})
+        """The Trainer, with what a command-line run gets by default: a CSV logger in
+        ``<default_root_dir>/lightning_logs/version_<n>`` that keeps a resumed run's rows (none for ``predict``,
+        which logs nothing), the epoch line suite runs print, and Lightning's progress bar only on a terminal."""
+        config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer", {})
+        defaults: dict = {}
+        if config.get("logger") in (None, True):
+            root = config.get("default_root_dir") or "runs"
+            defaults["logger"] = False if self.subcommand == "predict" else RunCSVLogger(root, name="lightning_logs")
+        if config.get("enable_progress_bar") is None:
+            defaults["enable_progress_bar"] = sys.stdout.isatty()
+        if self.subcommand == "fit":
+            defaults["callbacks"] = [*(config.get("callbacks") or []), EpochLine()]
+        trainer = super().instantiate_trainer(**{**kwargs, **defaults, **self.trainer_overrides})
+        if self.subcommand == "predict":
+            # Predicting writes no checkpoint: without checkpoint callbacks, restoring theirs cannot warn that their
+            # directory changed; Lightning's note that their state is not restored concerns resuming a fit.
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, Checkpoint)]
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
+            # PredictionWriter does not use batch indices, which Lightning cannot read off the in-memory loader
+            warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
+        return trainer
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         # Parse errors are raised (and printed short by main), not printed after 90 lines of usage.
@@ -130,6 +154,7 @@ def run_cli(
     """LightningCLI over every variant; ``args=None`` reads the command line, a dict is a whole config.
     ``trainer_overrides``: Trainer arguments set in code (a suite run's loggers and callbacks); ``save_config``:
     write the run's config.yaml."""
+    quiet_libraries()
     return AutoencoderCLI(
         AutoencoderBase,
         ImageDataModule,
@@ -137,8 +162,8 @@ def run_cli(
         save_config_callback=SaveConfigCallback if save_config else None,
         subclass_mode_model=True,
         seed_everything_default=0,
-        # Logs, checkpoints and the saved config go under default_root_dir (Lightning's default logger, a CSVLogger
-        # when TensorBoard is not installed, writes to <default_root_dir>/lightning_logs/version_<n>).
+        # Logs, checkpoints and the saved config go under default_root_dir (the default logger, RunCSVLogger, writes
+        # to <default_root_dir>/lightning_logs/version_<n>, as Lightning's does).
         trainer_defaults={"default_root_dir": "runs"},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"epilog": COMPARE_EPILOG, "prog": "ae-lightning"},

@@ -391,7 +391,10 @@ class ImageDataModule(pl.LightningDataModule):
             if self.read_test:
                 test_images, test_labels = sources.load_split(self.name, self.root, train=False)
         if self.val_size >= len(images):
-            raise ConfigError(f"data.val_size={self.val_size} must be smaller than the {len(images)} train images")
+            raise ConfigError(
+                f"data.val_size={self.val_size} must be smaller than the {len(images)} training images of "
+                f"data.name {self.name} at {self.root} (e.g. --data.val_size {max(1, len(images) // 10)}: a tenth)"
+            )
         order = torch.randperm(len(images), generator=seeding.generator(self.seed, "split"))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
         if self.normal_classes is not None:  # anomaly detection: train and validate on normal images only

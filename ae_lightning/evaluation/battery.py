@@ -43,6 +43,7 @@ from ae_lightning.evaluation.anomaly import PIXEL_KEY, anomaly_metrics, anomaly_
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.disentanglement import disentanglement_metrics
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
+from ae_lightning.evaluation.stages import Progress, Stages
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasCodebook, HasPosterior, Samples
 from ae_lightning.variants.contractive import jacobian_frobenius_exact
@@ -69,6 +70,8 @@ STRUCTURE_KEYS = (
 )
 GENERATIVE_KEYS = ("gen/fd_domain", "gen/fid_inception")
 BATTERY_KEYS = RECONSTRUCTION_KEYS + STRUCTURE_KEYS + GENERATIVE_KEYS
+# A test split smaller than this makes differences of a few tenths of a percent chance: the report flags it.
+SMALL_TEST_SPLIT = 1000
 
 
 @dataclass
@@ -255,7 +258,9 @@ def mean_jacobian_frobenius(model: AutoencoderBase, images: Tensor, settings: Ev
 
 
 @torch.no_grad()
-def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSettings) -> dict[str, float]:
+def vae_metrics(
+    model: HasPosterior, images: Tensor, settings: EvaluationSettings, progress: Progress | None = None
+) -> dict[str, float]:
     """ELBO and Burda et al.'s importance-weighted NLL estimate (nats per image) and active units.
 
     Computed on ``images`` as given — the test split as the data module prepared it, binarised or not by
@@ -271,6 +276,8 @@ def vae_metrics(model: HasPosterior, images: Tensor, settings: EvaluationSetting
         elbos.append(elbo)
     for x in batches(iw_images, max(1, settings.batch_size // 50), model.device):
         nlls.append(-importance_weighted_log_likelihood(model, x, settings.iw_samples))
+        if progress is not None:
+            progress(sum(len(n) for n in nlls), len(iw_images))
     active = torch.cat(means).var(dim=0) > settings.active_unit_variance
     return {
         "test/elbo": torch.cat(elbos).mean().item(),
@@ -333,59 +340,83 @@ def evaluate(
     anomaly_out: dict[str, Tensor] | None = None,
     test_masks: Tensor | None = None,
     test_factors: Tensor | None = None,
+    stages: Stages | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
-    that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
-    ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
-    ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects; MIG and DCI where
-    ``test_factors`` give the test images' generative factors)."""
+        that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
+        ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
+        ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects; MIG and DCI where
+        ``test_factors`` give the test images' generative factors). Each stage is announced and timed by ``stages``
+    (silent when None) into ``eval/<stage>_seconds``; ``eval/test_images``, ``eval/probe_train_samples``,
+    ``eval/iw_images`` and ``eval/gen_samples`` record how many images the metrics actually used."""
+    stages = stages or Stages(quiet=True)
     model.eval()
-    generator = battery_noise_generator(settings)
-    noisy = torch.cat([settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))])
-    results = reconstruction_metrics(model, test_images, None, "", settings)
-    results |= reconstruction_metrics(model, test_images, noisy, "noisy_", settings)
+    results: dict[str, float] = {"eval/test_images": float(len(test_images))}
+    with stages("reconstruction", f"reconstruction of {len(test_images)} clean and corrupted test images"):
+        generator = battery_noise_generator(settings)
+        noisy = torch.cat(
+            [settings.noise(x, generator=generator) for x in batches(test_images, 1000, torch.device("cpu"))]
+        )
+        results |= reconstruction_metrics(model, test_images, None, "", settings)
+        results |= reconstruction_metrics(model, test_images, noisy, "noisy_", settings)
     probe_images, probe_labels = (
         train_images[: settings.probe_train_samples],
         train_labels[: settings.probe_train_samples],
     )
-    test_codes = codes_of(model, test_images, settings)
-    probe_codes = (
-        codes_of(model, probe_images, settings) if has_labels(train_labels) or test_is_anomaly is not None else None
-    )
+    needs_probe_codes = has_labels(train_labels) or test_is_anomaly is not None
+    with stages(
+        "codes", "codes of the test" + (f" and {len(probe_images)} training images" if needs_probe_codes else " images")
+    ):
+        test_codes = codes_of(model, test_images, settings)
+        probe_codes = codes_of(model, probe_images, settings) if needs_probe_codes else None
     # no probes on data without labels (the report says so), nor in anomaly detection (train: normal classes only)
     if has_labels(train_labels) and test_is_anomaly is None:
-        results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
+        with stages("probes", f"linear and {settings.knn_neighbours}-NN probes on {len(probe_images)} training codes"):
+            results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
+        results["eval/probe_train_samples"] = float(len(probe_images))
     if test_is_anomaly is not None:
-        scores = anomaly_scores(
-            model,
-            probe_codes,
-            test_images,
-            tuple(settings.anomaly_scores),
-            settings.anomaly_knn,
-            settings.anomaly_iw_samples,
-            settings.batch_size,
-        )
-        results |= anomaly_metrics(scores, test_is_anomaly)
-        if test_masks is not None and "reconstruction" in scores:
-            results[PIXEL_KEY] = pixel_auroc(model.anomaly_map(test_images, settings.batch_size).cpu(), test_masks)
+        with stages("anomaly", f"anomaly scores {list(settings.anomaly_scores)} of {len(test_images)} test images"):
+            scores = anomaly_scores(
+                model,
+                probe_codes,
+                test_images,
+                tuple(settings.anomaly_scores),
+                settings.anomaly_knn,
+                settings.anomaly_iw_samples,
+                settings.batch_size,
+            )
+            results |= anomaly_metrics(scores, test_is_anomaly)
+            if test_masks is not None and "reconstruction" in scores:
+                maps = model.anomaly_map(test_images, settings.batch_size).cpu()
+                results[PIXEL_KEY] = pixel_auroc(maps, test_masks)
         if anomaly_out is not None:
             anomaly_out.update(scores)
     if test_factors is not None:
-        results |= disentanglement_metrics(test_codes, test_factors)
+        with stages("disentanglement", "MIG and DCI against the known factors"):
+            results |= disentanglement_metrics(test_codes, test_factors)
     results["test/code_sparsity"] = code_sparsity(
         test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
     )
-    results["test/jacobian_fro"] = mean_jacobian_frobenius(model, test_images, settings)
+    jacobian_images = test_images[: settings.jacobian_samples]
+    with stages("jacobian", f"encoder Jacobians of {len(jacobian_images)} test images"):
+        results["test/jacobian_fro"] = mean_jacobian_frobenius(model, jacobian_images, settings)
     if isinstance(model, HasPosterior):
-        results |= vae_metrics(model, test_images, settings)
+        iw_images = len(test_images[: settings.iw_images])
+        what = f"ELBO, active units and importance-weighted NLL ({iw_images} images × {settings.iw_samples} samples)"
+        with stages("likelihood", what, unit="images") as progress:
+            results |= vae_metrics(model, test_images, settings, progress)
+        results["eval/iw_images"] = float(iw_images)
     if isinstance(model, HasCodebook):
-        results |= codebook_metrics(model, test_images, settings)
+        with stages("codebook", "codebook usage"):
+            results |= codebook_metrics(model, test_images, settings)
     # no generative metrics in anomaly detection: the domain classifier would know the normal classes only
     if isinstance(model, Samples) and classifier_cache is not None and test_is_anomaly is None:
-        results |= generative_metrics(
-            model, train_images, train_labels, test_images, test_labels, settings, classifier_cache
-        )
-    return results
+        samples = min(settings.gen_samples, len(test_images))
+        with stages("generative", f"Fréchet distances of {samples} prior samples to {samples} test images") as progress:
+            results |= generative_metrics(
+                model, train_images, train_labels, test_images, test_labels, settings, classifier_cache, progress
+            )
+    return results | stages.metrics()
 
 
 @torch.no_grad()
@@ -397,6 +428,7 @@ def generative_metrics(
     test_labels: Tensor,
     settings: EvaluationSettings,
     classifier_cache: Path,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """gen/fd_domain (and gen/fid_inception where it can run) of ``gen_samples`` prior samples against as many
     test images; gen/classifier_accuracy is the domain classifier's test accuracy. Nothing without labels (the
@@ -404,11 +436,15 @@ def generative_metrics(
     if not has_labels(train_labels):
         return {}
     classifier, accuracy = domain_classifier(
-        train_images, train_labels, test_images, test_labels, classifier_cache, classifier_settings(settings)
+        train_images, train_labels, test_images, test_labels, classifier_cache, classifier_settings(settings), progress
     )
     real = test_images[: settings.gen_samples].to(model.device).float() / 255
     fake = torch.cat([model.sample(len(chunk)) for chunk in real.split(settings.batch_size)])
-    results = {"gen/fd_domain": frechet_distance(real, fake, classifier), "gen/classifier_accuracy": accuracy}
+    results = {
+        "gen/fd_domain": frechet_distance(real, fake, classifier),
+        "gen/classifier_accuracy": accuracy,
+        "eval/gen_samples": float(len(real)),
+    }
     if settings.fid_inception:
         fid = inception_fid(real, fake)
         if fid is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,10 +77,16 @@ class ClassifierSettings:
 
 
 def train_classifier(
-    train_images: Tensor, train_labels: Tensor, settings: ClassifierSettings = ClassifierSettings()
+    train_images: Tensor,
+    train_labels: Tensor,
+    settings: ClassifierSettings = ClassifierSettings(),
+    progress: Callable[..., None] | None = None,
 ) -> DomainClassifier:
     """Adam, cross-entropy, seeded shuffles: ``epochs`` epochs, or more until ``min_steps`` steps (small datasets).
-    Its own generators, so the caller's random stream is untouched."""
+    Its own generators, so the caller's random stream is untouched. ``progress(done, total, unit)``, if given, hears
+    of every step."""
+    steps_per_epoch = math.ceil(len(train_images) / settings.batch_size)
+    total_steps = steps_per_epoch * max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
@@ -94,6 +102,8 @@ def train_classifier(
                 loss.backward()
                 optimizer.step()
                 steps += 1
+                if progress is not None:
+                    progress(steps, total_steps, "domain classifier steps")
             epoch += 1
     return classifier.eval()
 
@@ -111,6 +121,7 @@ def domain_classifier(
     test_labels: Tensor,
     cache_dir: Path,
     settings: ClassifierSettings = ClassifierSettings(),
+    progress: Callable[..., None] | None = None,
 ) -> tuple[DomainClassifier, float]:
     """The dataset's classifier and its test accuracy: from the cache when these training images were seen before
     with these settings, else trained now and cached (state dict and ``.json`` with the accuracy, written
@@ -123,7 +134,7 @@ def domain_classifier(
     if weights.is_file() and info.is_file():
         classifier.load_state_dict(torch.load(weights, weights_only=True))
         return classifier.eval(), json.loads(info.read_text())["test_accuracy"]
-    classifier = train_classifier(train_images, train_labels, settings)
+    classifier = train_classifier(train_images, train_labels, settings, progress)
     accuracy = classifier_accuracy(classifier, test_images, test_labels)
     try:
         with atomic_path(weights) as partial:
@@ -158,9 +169,11 @@ def inception_fid(real: Tensor, fake: Tensor, batch_size: int = 100) -> float | 
     except (ImportError, OSError) as err:
         # The weights cannot be had: torch-fidelity is not installed (ModuleNotFoundError, an ImportError) or its
         # download fails offline (URLError and socket errors are OSErrors). Anything else is a real error: raised.
-        warn(
+        # Expected wherever torch-fidelity is not installed: a line in the run's log, not a warning on every run.
+        print(
             f"gen/fid_inception skipped, its weights are not available: {type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}"
+            f"{str(err).splitlines()[0][:200]}",
+            flush=True,
         )
         return None
     for images, is_real in ((real, True), (fake, False)):

@@ -7,6 +7,7 @@ the figures — plus the W&B summary run with every variant's battery as a table
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from ae_lightning.evaluation.baseline import PCA_COMPONENTS
 from ae_lightning.evaluation.battery import (
     GENERATIVE_KEYS,
     RECONSTRUCTION_KEYS,
+    SMALL_TEST_SPLIT,
     STRUCTURE_KEYS,
     EvaluationSettings,
 )
+from ae_lightning.evaluation.conclusions import caveats, opening
 from ae_lightning.evaluation.disentanglement import DISENTANGLEMENT_KEYS
 from ae_lightning.evaluation.report_figures import tuning_figure, write_figures
 from ae_lightning.evaluation.report_tables import (
@@ -67,8 +70,18 @@ def likelihood_protocol(suite: dict[str, Any]) -> str:
     return f"VAE ELBO and IW-NLL (k = {k}) in nats per test image — " + "; ".join(parts) + "."
 
 
+def counted(records: list[dict[str, Any]], key: str, fallback: int | None) -> str:
+    """How many images the runs' metrics used (``eval/<count>`` in their results; ``fallback``, the setting, for
+    runs from before it was recorded): "200", or "180 to 200" where the runs differ."""
+    counts = sorted({int(r["metrics"][key]) for r in records if key in r["metrics"]})
+    if not counts:
+        return str(fallback)
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+
+
 def generative_protocol(suite: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    samples = suite["evaluation"].get("gen_samples", EvaluationSettings.gen_samples)
+    setting = suite["evaluation"].get("gen_samples", EvaluationSettings.gen_samples)
+    samples = counted([r for r in records if "gen/fd_domain" in r["metrics"]], "eval/gen_samples", setting)
     accuracies = {r["metrics"]["gen/classifier_accuracy"] for r in records if "gen/classifier_accuracy" in r["metrics"]}
     accuracy = f" (its test accuracy {min(accuracies):.4g})" if accuracies else ""
     return (
@@ -232,15 +245,22 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     with atomic_path(out / "aggregate.json") as partial:
         partial.write_text(json.dumps(table, indent=2))
     compared = comparisons(scores)
+    # Costs that say nothing about the variants are not ranked: on the CPU the peak memory is the process's RSS
+    # (about the same for every variant), and fit times of runs that shared a device depend on their neighbours.
+    on_cpu = all(str(r.get("trained_on") or "").startswith("cpu") for r in runs if r["status"] == "done")
+    shared = any(r["metrics"].get("fit/runs_sharing_device", 1) > 1 for r in runs if r["status"] == "done")
+    unranked = (["fit/peak_mem_mb"] if on_cpu else []) + (["fit/seconds", "fit/samples_per_s"] if shared else [])
+    for key in unranked:
+        compared.pop(key, None)
     write_comparison_json(out, compared)
     write_summary_csv(out / "summary.csv", runs, table, class_tables if classes else None)
-    if classes:  # examples and curves: each variant's runs of the first class
-        scope = f", normal class {class_label(suite['data'].get('name', 'fashion_mnist'), classes[0])}"
-        figures = write_figures(out, [r for r in runs if r["normal_class"] == classes[0]], table, scope)
-    else:
-        figures = write_figures(out, records, table)
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
+    if classes:  # examples and curves: each variant's runs of the first class
+        scope = f", normal class {class_label(suite['data'].get('name', 'fashion_mnist'), classes[0])}"
+        figures = write_figures(out, [r for r in runs if r["normal_class"] == classes[0]], table, scope, noise)
+    else:
+        figures = write_figures(out, records, table, noise=noise)
     if len(seeds) > 1:
         statistics_note = (
             f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval over seeds (Student's t); best mean per "
@@ -254,14 +274,38 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             "One seed: no intervals and no significance tests — a single seed cannot separate variants; "
             "best per column in **bold** only as a pointer. Run several seeds (`--seeds 0 1 2 3 4`) to compare."
         )
+    baseline = pixel_probe_baseline(out)
+    headlines = {
+        section: keys
+        for section, keys in HEADLINE_METRICS.items()
+        if section != "Cost of the fit" or "fit/samples_per_s" not in unranked
+    }
+    failed = [r for r in runs if r["status"] != "done"]
+    test_images = counted(records, "eval/test_images", None)
+    caveat_lines = caveats(
+        seeds,
+        None if test_images == "None" else int(test_images.split(" ")[0]),
+        SMALL_TEST_SPLIT,
+        len(failed),
+        len(runs),
+        shared,
+    )
     lines = [
         f"# Suite `{suite['name']}`",
         "",
+        *opening(headlines, table, compared, baseline, caveat_lines),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
         "",
     ]
+    if test_images != "None" and int(test_images.split(" ")[0]) < SMALL_TEST_SPLIT:
+        lines += [
+            f"**Small test split: {test_images} images.** Every score here moves by chance from one test split of "
+            "this size to another, beyond what the intervals over seeds show (they share the split): treat "
+            "small differences as unresolved.",
+            "",
+        ]
     normal = suite["data"].get("normal_classes")
     if classes:
         lines += [
@@ -287,7 +331,6 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         ]
     elif table and not any("probe/accuracy" in row for row in table.values()):
         lines += ["Linear and k-NN probes skipped: the data has no labels.", ""]
-    baseline = pixel_probe_baseline(out)
     if baseline and "error" in baseline:
         lines += [f"Probes on raw pixels: not computed ({baseline['error']}).", ""]
     elif baseline and "probe/accuracy" in baseline:
@@ -335,6 +378,13 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             lines += ["\n".join(f"- {line}" for line in unseparated), ""]
         if section == "Generative quality":
             lines += [generative_protocol(suite, records), ""]
+        if section == "Cost of the fit" and unranked:
+            why = []
+            if "fit/peak_mem_mb" in unranked:
+                why.append("peak memory is the training process's RSS on the CPU (much the same for every variant)")
+            if "fit/seconds" in unranked:
+                why.append("the runs shared the machine (several at once), so their times depend on each other")
+            lines += ["Not ranked: " + "; ".join(why) + ".", ""]
         if section == "Disentanglement":
             lines += [
                 "The test codes against the data's known generative factors: MIG (Chen et al. 2018; each unit in 20 "
@@ -349,7 +399,6 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
                 lines += [improvement, ""]
         if section == "Anomaly detection" and classes:
             lines += class_lines
-    failed = [r for r in runs if r["status"] != "done"]
     if failed:
         lines += ["## Runs that did not finish", ""]
         lines += [
@@ -368,6 +417,10 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
     try:
         import wandb
 
+        summary_id = f"{suite_id}-summary".replace("/", "-")[-64:]
+        # A re-run replaces the summary run instead of adding a second offline copy for `wandb sync` to upload.
+        for earlier in (out / "wandb").glob(f"offline-run-*-{summary_id}"):
+            shutil.rmtree(earlier, ignore_errors=True)
         run = wandb.init(
             project=suite["wandb"]["project"],
             entity=suite["wandb"].get("entity"),
@@ -376,7 +429,7 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
             job_type="summary",
             mode=suite["wandb"]["mode"],
             dir=str(out),
-            id=f"{suite_id}-summary".replace("/", "-")[-64:],
+            id=summary_id,
             resume="allow",
             config={"suite": suite},
             tags=[suite["name"], "summary"],

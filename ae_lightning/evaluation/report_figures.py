@@ -17,7 +17,13 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from ae_lightning.evaluation.report_tables import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRIC_KEYS, Table
+from ae_lightning.evaluation.report_tables import (
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    METRIC_KEYS,
+    Table,
+    format_number,
+)
 from ae_lightning.variants import VARIANTS
 
 
@@ -58,24 +64,54 @@ def read_curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
     return [float(r[x_key]) + (1 if x_key == "epoch" else 0) for r in rows], [float(r[key]) for r in rows]
 
 
+def smoothed(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average, debiased at the start (as TensorBoard's smoothing slider)."""
+    average, out = 0.0, []
+    for step, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**step))
+    return out
+
+
+def scale_for(axis_values: list[float]) -> str:
+    """Log where the values span more than a factor of 3, linear where the range is narrow (e.g. 230–295 nats)."""
+    positive = [v for v in axis_values if v > 0]
+    return "log" if positive and len(positive) == len(axis_values) and max(positive) / min(positive) > 3 else "linear"
+
+
 def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
     """val/mse of every variant on one axis (comparable); each variant's own training reconstruction term on an
-    axis for its unit: a distance per pixel, or nats per image for likelihood models (VAE)."""
+    axis for its unit: a distance per pixel, or nats per image for likelihood models (VAE). Step curves are
+    smoothed, the raw values faint behind them."""
     in_nats = {v for v, r in chosen.items() if hasattr(VARIANTS.get(r["model"]), "posterior")}
     panels = 2 + bool(in_nats and set(chosen) - in_nats)
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     val_axis, distance_axis, nats_axis = axes[0, 0], axes[0, 1], axes[0, -1]
+    plotted: dict[int, list[float]] = {id(distance_axis): [], id(nats_axis): []}
     for index, (variant, record) in enumerate(chosen.items()):
         colour = f"C{index % 10}"  # one colour per variant in every panel
         val_axis.plot(*read_curve(Path(record["run_dir"]), "val/mse"), marker="o", label=variant, color=colour)
         train_axis = nats_axis if variant in in_nats else distance_axis
-        train_axis.plot(*read_curve(Path(record["run_dir"]), "train/recon"), label=variant, color=colour)
-    val_axis.set(title="val/mse (clean images, comparable)", xlabel="epoch", ylabel="MSE per pixel")
+        steps, values = read_curve(Path(record["run_dir"]), "train/recon")
+        train_axis.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+        train_axis.plot(steps, smoothed(values), label=variant, color=colour)
+        plotted[id(train_axis)] += values
+    val_axis.set(title="val/mse (clean images, comparable)", xlabel="epoch", ylabel="val/mse (MSE per pixel)")
     val_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if set(chosen) - in_nats:
-        distance_axis.set(title="train/recon: reconstruction distance", xlabel="step", ylabel="per pixel", yscale="log")
+        distance_axis.set(
+            title="train/recon: each variant's reconstruction distance\n(smoothed; raw faint)",
+            xlabel="step",
+            ylabel="train/recon (distance per pixel)",
+            yscale=scale_for(plotted[id(distance_axis)]),
+        )
     if in_nats:
-        nats_axis.set(title="train/recon: −log p(x|z)", xlabel="step", ylabel="nats per image", yscale="log")
+        nats_axis.set(
+            title="train/recon: −log p(x|z)\n(smoothed; raw faint)",
+            xlabel="step",
+            ylabel="train/recon (nats per image)",
+            yscale=scale_for(plotted[id(nats_axis)]),
+        )
     for axis in axes.flat:
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
@@ -84,16 +120,37 @@ def curves_figure(chosen: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+UNITS = {
+    "mse": "MSE per pixel",
+    "psnr": "dB",
+    "ssim": "SSIM",
+    "accuracy": "accuracy",
+    "jacobian_fro": "‖J‖_F",
+    "code_sparsity": "fraction of units",
+    "elbo": "nats per image",
+    "nll_iw": "nats per image",
+    "active_units": "units",
+    "fd_domain": "Fréchet distance",
+    "seconds": "s",
+    "samples_per_s": "samples / s",
+    "peak_mem_mb": "MB",
+}
+
+
+def unit_of(key: str) -> str:
+    name = key.split("/")[-1].removeprefix("noisy_").removeprefix("knn_")
+    return UNITS.get(name, key.split("/")[-1])
+
+
 def metrics_figure(table: Table, path: Path) -> None:
-    """A bar per variant and metric; error bars are the 95 % intervals (none with one seed)."""
-    keys = [k for k in METRIC_KEYS if any(k in row for row in table.values())]
+    """A bar per variant and metric; error bars are the 95 % intervals (none with one seed). Metrics only one
+    variant has (the VAE's likelihood, a codebook's usage) share one panel of values instead of a bar each."""
+    present = [k for k in METRIC_KEYS if any(k in row for row in table.values())]
+    alone = [k for k in present if len(table) > 1 and sum(k in row for row in table.values()) == 1]
+    keys = [k for k in present if k not in alone]
     columns = 4
-    figure, axes = plt.subplots(
-        math.ceil(len(keys) / columns),
-        columns,
-        figsize=(4 * columns, 3 * math.ceil(len(keys) / columns)),
-        squeeze=False,
-    )
+    rows = math.ceil((len(keys) + bool(alone)) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     colour = {variant: f"C{i % 10}" for i, variant in enumerate(table)}  # one colour per variant in every panel
     for axis, key in zip(axes.flat, keys):
         names = [v for v, row in table.items() if key in row]
@@ -114,16 +171,32 @@ def metrics_figure(table: Table, path: Path) -> None:
         axis.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
         direction = " (↑)" if key in HIGHER_IS_BETTER else " (↓)" if key in LOWER_IS_BETTER else ""
         axis.set_title(key + direction, fontsize=9)
-    for axis in list(axes.flat)[len(keys) :]:
+        axis.set_ylabel(unit_of(key), fontsize=8)
+    spare = list(axes.flat)[len(keys) :]
+    for axis in spare:
         axis.axis("off")
+    if alone and spare:  # one variant's own metrics: its values as text, not full-width bars
+        text = "\n".join(
+            f"{v}: {k} {format_number(table[v][k]['mean'])}" for k in alone for v in table if k in table[v]
+        )
+        spare[0].text(0.0, 1.0, "Metrics of one variant only\n\n" + text, va="top", fontsize=8, family="monospace")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def write_figures(out: Path, records: list[dict[str, Any]], table: Table, scope: str = "") -> list[str]:
+NOISE_NAMES = {"gaussian": "Gaussian noise σ = {}", "masking": "masking noise ({:.0%} of pixels zeroed)",
+               "salt_pepper": "salt-and-pepper noise ({:.0%} of pixels)"}  # fmt: skip
+
+
+def write_figures(
+    out: Path, records: list[dict[str, Any]], table: Table, scope: str = "", noise: dict[str, Any] | None = None
+) -> list[str]:
     """Every figure of the report from ``records`` (the first finished run of each variant stands for it) and the
-    aggregated ``table``; ``scope`` says in titles what the runs are (a one-class protocol's first class)."""
+    aggregated ``table``; ``scope`` says in titles what the runs are (a one-class protocol's first class);
+    ``noise``: the evaluation corruption (``{kind, level}``), named in the denoising figure."""
+    noise = noise or {"kind": "gaussian", "level": 0.3}
+    corruption = NOISE_NAMES.get(noise["kind"], noise["kind"] + " {}").format(noise["level"])
     chosen = first_done(records)
     examples = {
         v: torch.load(Path(r["run_dir"]) / "examples.pt", weights_only=True)
@@ -141,15 +214,15 @@ def write_figures(out: Path, records: list[dict[str, Any]], table: Table, scope:
         image_rows_figure(
             [("original", reference["clean"]), ("corrupted", reference["noisy"])]
             + [(v, e["denoised"]) for v, e in examples.items()],
-            "Denoising: reconstructions of the same corrupted test images",
+            f"Denoising: reconstructions of the same test images corrupted by {corruption}",
             out / "denoising.png",
         )
         written += ["reconstructions.png", "denoising.png"]
         samples = [(v, e["samples"]) for v, e in examples.items() if "samples" in e]
         if samples:
             image_rows_figure(
-                [(v, s[i : i + 16]) for v, s in samples for i in (0, 16)],
-                "VAE samples from the prior",
+                [(v if i == 0 else "", s[i : i + 16]) for v, s in samples for i in (0, 16)],
+                "Samples from the prior (32 per variant, two rows)",
                 out / "vae_samples.png",
             )
             written.append("vae_samples.png")

@@ -16,7 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
-from torchvision.utils import save_image
 
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasPosterior
@@ -49,39 +48,86 @@ def interpolations(model: AutoencoderBase, starts: Tensor, ends: Tensor, steps: 
     return model.decode(codes.flatten(0, 1))
 
 
-def codes_figure(codes: Tensor, labels: Tensor, title: str) -> plt.Figure:
-    """2-D view of the codes (first two principal components), coloured by label (grey without labels)."""
+def codes_figure(codes: Tensor, labels: Tensor, title: str, class_names: list[str] | None = None) -> plt.Figure:
+    """2-D view of the codes (first two principal components, each with its share of the codes' variance),
+    coloured by label and named from the dataset where it has class names (grey without labels)."""
     centred = codes - codes.mean(0)
-    _, _, components = torch.pca_lowrank(centred, q=min(2, codes.shape[1]), center=False)
+    _, singular, components = torch.pca_lowrank(centred, q=min(2, codes.shape[1]), center=False)
     projected = (centred @ components).numpy()
-    figure, axis = plt.subplots(figsize=(5, 5))
+    explained = (singular**2 / centred.pow(2).sum().clamp_min(1e-12)).tolist()
+    figure, axis = plt.subplots(figsize=(5.6, 5))
     y = projected[:, 1] if projected.shape[1] > 1 else projected[:, 0] * 0
     if (labels >= 0).any():
-        scatter = axis.scatter(projected[:, 0], y, c=labels.numpy(), cmap="tab10", s=4)
-        axis.legend(*scatter.legend_elements(), fontsize=6, loc="best", title="label")
+        for label in labels.unique().tolist():
+            chosen = (labels == label).numpy()
+            name = class_names[label] if class_names and label < len(class_names) else str(label)
+            axis.scatter(projected[chosen, 0], y[chosen], color=f"C{label % 10}", s=4, label=name)
+        axis.legend(fontsize=6, loc="best", title="class", markerscale=2)
     else:
         axis.scatter(projected[:, 0], y, c="grey", s=4)
-    axis.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    second = f"PC 2 ({explained[1]:.0%} of the variance)" if len(explained) > 1 else "–"
+    axis.set(title=title, xlabel=f"PC 1 ({explained[0]:.0%} of the variance)", ylabel=second)
+    figure.tight_layout()
+    return figure
+
+
+def grid_figure(images: Tensor, columns: list[str], rows: list[str], title: str) -> plt.Figure:
+    """Decoded images in a labelled grid (rows × columns), large enough to see."""
+    count = len(rows)
+    figure, axes = plt.subplots(count, len(columns), figsize=(0.9 * len(columns) + 1.2, 0.9 * count + 0.9))
+    axes = axes.reshape(count, len(columns))
+    pictures = images.clamp(0, 1).cpu().view(count, len(columns), *images.shape[1:])
+    for row in range(count):
+        for column in range(len(columns)):
+            axis = axes[row, column]
+            picture = pictures[row, column].permute(1, 2, 0).numpy()
+            axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column], fontsize=7)
+        axes[row, 0].set_ylabel(rows[row], rotation=0, ha="right", va="center", fontsize=7)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
 
 
 @torch.no_grad()
-def write_latent_views(model: AutoencoderBase, images: Tensor, labels: Tensor, out: Path) -> dict[str, Path]:
+def write_latent_views(
+    model: AutoencoderBase, images: Tensor, labels: Tensor, out: Path, class_names: list[str] | None = None
+) -> dict[str, Path]:
     """The PNGs above for ``model`` from uint8 test ``images``; returns {W&B key: file}."""
     model.eval()
     x = images[:2000].to(model.device).float() / 255
     written = {}
+    name = type(model).__name__
     pairs = min(6, len(x) // 2)
-    strip = interpolations(model, x[:pairs], x[pairs : 2 * pairs])
-    save_image(strip.clamp(0, 1), out / "interpolation.png", nrow=10, padding=2, pad_value=1.0)
+    steps = 10
+    strip = interpolations(model, x[:pairs], x[pairs : 2 * pairs], steps)
+    figure = grid_figure(
+        strip,
+        [f"t = {t:.2g}" for t in torch.linspace(0, 1, steps).tolist()],
+        [f"pair {i + 1}" for i in range(pairs)],
+        f"{name}: decodes along z = (1 − t)·g(a) + t·g(b) between test images a (t = 0) and b (t = 1)",
+    )
+    figure.savefig(out / "interpolation.png", dpi=110)
+    plt.close(figure)
     written["views/interpolation"] = out / "interpolation.png"
     if isinstance(model, HasPosterior):
-        grid = traversal(model, x)
-        save_image(grid.clamp(0, 1), out / "latent_traversal.png", nrow=9, padding=2, pad_value=1.0)
+        means = model.posterior(x)[0]
+        units = most_active_units(means, min(8, means.shape[1])).tolist()
+        figure = grid_figure(
+            traversal(model, x),
+            [f"{offset:+g}σ" for offset in torch.linspace(-3, 3, 9).tolist()],
+            [f"unit {unit}" for unit in units],
+            f"{name}: each of the most active units swept over its mean ± 3σ (σ over the test images), "
+            "the others at their mean",
+        )
+        figure.savefig(out / "latent_traversal.png", dpi=110)
+        plt.close(figure)
         written["views/latent_traversal"] = out / "latent_traversal.png"
     codes = torch.cat([model.encode(chunk) for chunk in x.split(500)]).float().cpu()
-    figure = codes_figure(codes, labels[: len(codes)].cpu(), f"{type(model).__name__}: test codes")
+    figure = codes_figure(codes, labels[: len(codes)].cpu(), f"{name}: test codes", class_names)
     figure.savefig(out / "codes_2d.png", dpi=110)
     plt.close(figure)
     written["views/codes_2d"] = out / "codes_2d.png"

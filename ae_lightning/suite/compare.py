@@ -38,6 +38,7 @@ from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.baseline import write_pixel_baseline
 from ae_lightning.evaluation.report import write_report, write_wandb_summary
 from ae_lightning.files import write_json_atomic
+from ae_lightning.quiet import quiet_libraries
 from ae_lightning.suite.config import (
     load_suite,
     parse_suite_args,
@@ -47,6 +48,7 @@ from ae_lightning.suite.config import (
     with_variant_data,
 )
 from ae_lightning.suite.launch import Run, Slots, execute, result_of
+from ae_lightning.suite.preflight import check_suite_data
 
 
 def plan_runs(suite: dict[str, Any], suite_id: str, out: Path, ddp: bool) -> list[Run]:
@@ -80,6 +82,7 @@ def records_of(runs: list[Run]) -> list[dict[str, Any]]:
                 "status": result.get("status"),
                 "error": result.get("error"),
                 "metrics": result.get("metrics", {}),
+                "trained_on": result.get("trained_on"),
                 "run_dir": str(run.directory),
             }
         )
@@ -116,7 +119,8 @@ def resolve_wandb_mode(mode: str) -> str:
     try:
         import wandb
 
-        logged_in = bool(os.environ.get("WANDB_API_KEY") or wandb.api.api_key)
+        # wandb.login(prompt=False) reads the stored key without asking for one (wandb.api is deprecated)
+        logged_in = bool(os.environ.get("WANDB_API_KEY")) or bool(wandb.login(prompt=False))
     except Exception:
         logged_in = False
     return "online" if logged_in else "offline"
@@ -139,6 +143,7 @@ def establish_suite(out: Path, suite: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()
     suite = load_suite(args.suite, args)
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
@@ -146,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         print(len(suite["variants"]) * len(protocol_classes(suite)) * len(suite["seeds"]))
         return 0
     check_ddp(args, gpus)
-    return run_suite(suite, args, out, gpus)
+    notes = [] if args.report_only else check_suite_data(suite)  # a setting every run would fail on: exit 2 now
+    return run_suite(suite, args, out, gpus, notes)
 
 
-def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: list[str]) -> int:
-    """Train and judge every (variant, seed) not yet done in OUT, then write the summary and the report."""
+def run_suite(
+    suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: list[str], notes: list[str] = ()
+) -> int:
+    """Train and judge every (variant, seed) not yet done in OUT, then write the summary and the report
+    (``notes``: what the up-front data check found, printed under the header)."""
     suite_id = establish_suite(out, suite)
     runs = plan_runs(suite, suite_id, out, args.ddp)
     task_index = getattr(args, "task_index", None)
@@ -159,8 +168,6 @@ def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: 
             raise ConfigError(f"--task-index {task_index}: this suite has runs 0 to {len(runs) - 1}")
         runs = [runs[task_index]]
     finished = [r for r in runs if (result_of(r) or {}).get("status") == "done"]
-    for run in finished:
-        print(f"[{run.index}/{len(runs)} {run.label}] already done, skipped", flush=True)
     pending = [] if args.report_only else [r for r in runs if r not in finished]
     cpus = usable_cpus(os.environ)
     slots = Slots(gpus, args.ddp, args.parallel, args.runs_per_gpu, cpus)
@@ -173,6 +180,10 @@ def run_suite(suite: dict[str, Any], args: argparse.Namespace, out: Path, gpus: 
         f"W&B {suite['wandb']['mode']}; results in {out}",
         flush=True,
     )
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    for run in finished:
+        print(f"[{run.index}/{len(runs)} {run.label}] already done, skipped", flush=True)
     interrupted = execute(pending, slots, len(runs))
     if interrupted:  # SIGTERM (preemption, scancel): leave the runs to resume; record nothing as failed
         return 128 + signal.SIGTERM

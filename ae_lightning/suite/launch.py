@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ae_lightning.files import write_json_atomic
-from ae_lightning.suite.run import write_run_files
+from ae_lightning.suite.run import SHARING_ENV, write_run_files
 
 EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")  # the last line of a traceback
+ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# what the console shows of a run: its epoch lines, the battery's stages and progress, warnings, a crash's last line
+SHOWN_LINE = re.compile(r"^(epoch |evaluating |evaluation done|warning|Traceback|  \w+: \d+/\d+ )")
 
 
 @dataclass
@@ -62,12 +65,15 @@ class Slots:
             self.envs = [{} for _ in range(parallel)]
         self.threads = max(1, cpus // len(self.envs))
         self.free = list(range(len(self.envs)))
+        # runs training at once on one device: the report does not rank fit times measured while runs shared it
+        self.sharing = (runs_per_gpu if not ddp else 1) if gpus else parallel
 
     def env(self, slot: int, trainer: dict[str, Any]) -> dict[str, str]:
         """The environment of a run in ``slot`` with these trainer settings (threads split among its processes)."""
         gpus = len([g for g in self.envs[slot].get("CUDA_VISIBLE_DEVICES", "").split(",") if g])
         threads = str(max(1, self.threads // processes_per_run(trainer, gpus)))
-        return {**self.envs[slot], "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        sharing = str(min(self.sharing, len(self.envs)))
+        return {**self.envs[slot], "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, SHARING_ENV: sharing}
 
 
 def result_of(run: Run) -> dict[str, Any] | None:
@@ -89,9 +95,10 @@ def stream(process: subprocess.Popen, prefix: str, log_path: Path) -> None:
     """Copy a run's output to its log file and, prefixed, to the console."""
     with open(log_path, "a") as log:
         for line in process.stdout:
+            line = ANSI_CODE.sub("", line)  # colours are for terminals, not log files
             log.write(line)
             log.flush()
-            if line.startswith(("epoch ", "warning", "Traceback")) or EXCEPTION_LINE.match(line):
+            if SHOWN_LINE.match(line) or EXCEPTION_LINE.match(line):
                 print(f"{prefix} {line.rstrip()}", flush=True)
 
 

@@ -28,21 +28,26 @@ from typing import Any
 
 import torch
 import yaml
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
+from ae_lightning.data.sources import CLASS_NAMES
 from ae_lightning.devices import evaluation_device, peak_memory_mb
+from ae_lightning.errors import USER_ERRORS, find_user_error
 from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, evaluate
+from ae_lightning.evaluation.stages import Stages
 from ae_lightning.evaluation.views import write_latent_views
 from ae_lightning.files import atomic_path, atomic_torch_save, write_json_atomic
 from ae_lightning.lightning_cli import run_cli
+from ae_lightning.loggers import RunCSVLogger
 from ae_lightning.messages import warn
 from ae_lightning.suite.config import RunSpec
 from ae_lightning.variants import VARIANTS, AutoencoderBase
 from ae_lightning.variants.base import Samples
 
 EXAMPLE_IMAGES = 8
+SHARING_ENV = "AE_LIGHTNING_RUNS_SHARING_DEVICE"  # set by the suite runner (launch.py): runs at once on this device
 
 
 class TolerantWandbLogger(WandbLogger):
@@ -50,6 +55,12 @@ class TolerantWandbLogger(WandbLogger):
     instead of failing the training run."""
 
     failed = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lightning passes anonymous=None to wandb.init, which answers with a warning that the setting has no
+        # effect; leave it out. (A Lightning private name: without it there is nothing to remove.)
+        getattr(self, "_wandb_init", {}).pop("anonymous", None)
 
     def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.failed:
@@ -233,7 +244,7 @@ def build_run(config: dict[str, Any], run_dir: Path, loggers: list[Logger], call
 def run(run_dir: Path) -> dict[str, Any]:
     info = json.loads((run_dir / "run.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="")]
+    loggers: list[Logger] = [RunCSVLogger(str(run_dir), name="", version="")]
     wandb_logger = make_wandb_logger(info, run_dir, config=config)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
@@ -256,7 +267,12 @@ def run(run_dir: Path) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
     peak_mem_mb = meter.peak_mem_mb or peak_memory_mb(trained_on)
-    metrics: dict[str, Any] = {"fit/seconds": fit_seconds, "fit/peak_mem_mb": peak_mem_mb}
+    metrics: dict[str, Any] = {
+        "fit/seconds": fit_seconds,
+        "fit/peak_mem_mb": peak_mem_mb,
+        # set by the suite runner: how many runs trained at once on this device (their times are not comparable)
+        "fit/runs_sharing_device": float(os.environ.get(SHARING_ENV, 1)),
+    }
     if meter.samples:  # a run resumed after its last step trains nothing here: no throughput to report
         metrics["fit/samples_per_s"] = meter.samples_per_s
     settings = evaluation_settings(info)
@@ -266,6 +282,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     model.to(device)
     splits = datamodule.splits
     anomaly: dict[str, torch.Tensor] = {}
+    stages = Stages()  # a line as each stage starts, and eval/<stage>_seconds in result.json
     metrics |= evaluate(
         model,
         datamodule.evaluated_train_images(),
@@ -278,6 +295,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         anomaly_out=anomaly,
         test_masks=datamodule.test_masks,
         test_factors=datamodule.test_factors,
+        stages=stages,
     )
     if anomaly:  # the report's ROC curves, histograms and worst cases
         is_anomaly, test_images = datamodule.test_is_anomaly, splits["test"].images.cpu()
@@ -290,8 +308,12 @@ def run(run_dir: Path) -> dict[str, Any]:
             },
             run_dir / "anomaly_scores.pt",
         )
-    save_examples(model, datamodule, settings, run_dir / "examples.pt")
-    views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir)
+    with stages("views", "examples and latent views for the report"):
+        save_examples(model, datamodule, settings, run_dir / "examples.pt")
+        names = CLASS_NAMES.get(datamodule.name)
+        views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir, names)
+    metrics |= stages.metrics()
+    print(stages.summary(), flush=True)
     if wandb_logger is not None and not wandb_logger.failed:
         for key, path in views.items():
             wandb_logger.log_image(key, images=[str(path)])  # TolerantWandbLogger: a failure is one warning
@@ -336,10 +358,17 @@ def main(argv: list[str] | None = None) -> None:
             return
         status = {"status": "done", "error": None, **result}
     except BaseException as err:
-        status = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        user_error = find_user_error(err)  # a setting to fix: its message alone, no traceback
+        failure = user_error or err
+        status = {"status": "failed", "error": f"{type(failure).__name__}: {failure}"}
+        if user_error is None:
+            status["traceback"] = traceback.format_exc()
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
             write_json_atomic(run_dir / "result.json", status)
-        raise
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERRORS[type(user_error)])
     write_json_atomic(run_dir / "result.json", status)
 
 

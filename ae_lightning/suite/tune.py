@@ -70,16 +70,18 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from optuna.trial import TrialState
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import Logger
 
 from ae_lightning.callbacks import EpochLine
 from ae_lightning.devices import usable_cpus, visible_gpus
 from ae_lightning.errors import ConfigError
 from ae_lightning.files import atomic_path, write_json_atomic
+from ae_lightning.loggers import RunCSVLogger
 from ae_lightning.seeding import derive_seed
 from ae_lightning.suite.compare import check_ddp, establish_suite, run_suite
 from ae_lightning.suite.config import load_suite, parse_suite_args, run_spec, suite_parser
 from ae_lightning.suite.launch import Slots
+from ae_lightning.suite.preflight import check_suite_data
 from ae_lightning.suite.run import build_run, make_wandb_logger, run_config, run_info
 from ae_lightning.suite.search import PRUNERS, SAMPLERS, apply_params, load_tuning
 
@@ -228,7 +230,7 @@ def run_trial(
     config = run_config(spec)
     with atomic_path(directory / "config.yaml") as partial:
         partial.write_text(yaml.safe_dump(config, sort_keys=False))
-    loggers: list[Logger] = [CSVLogger(str(directory), name="", version="")]
+    loggers: list[Logger] = [RunCSVLogger(str(directory), name="", version="")]
     wandb_logger = make_wandb_logger(
         {**run_info(spec), "params": trial.params},
         directory,
@@ -448,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
     check_ddp(args, gpus)
+    # the training files only: tuning never reads the test split (the final runs' compare checks the rest)
+    notes = [] if args.report_only or args.worker_index is not None else check_suite_data(suite, read_test=False)
     suite_id = establish_suite(out, suite)
     worker_index = args.worker_index if args.worker_index is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
     slots = Slots(gpus, False, args.parallel, args.runs_per_gpu, usable_cpus(os.environ))
@@ -455,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tuning suite {suite['name']} ({suite_id}): {budget}, {tuning['objective']}; study in {out}/tuning", flush=True
     )
+    for note in notes:
+        print(f"note: {note}", flush=True)
     if args.report_only:  # no trials: summarise the study and write the report from finished runs
         pass
     elif args.worker_index is None and len(slots.envs) > 1:

@@ -1,0 +1,131 @@
+"""The report's opening: a few sentences per section, generated from what the suite measured — each headline
+metric's best and what is or is not separated from it (``comparison.json``), the pixel baselines, and what the
+runs cannot support (one seed, a small test split, failed runs, fit times from runs that shared a machine). Nothing
+here is typed in: every number is read from the tables the report prints below it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ae_lightning.evaluation.report_tables import HIGHER_IS_BETTER, format_number, format_value
+from ae_lightning.evaluation.statistics import ALPHA, Comparison
+
+# How a sentence says what being best at a metric means; a metric not listed is named as it is.
+WHAT_BEST_MEANS = {
+    "test/mse": "reconstructs clean test images best",
+    "test/noisy_psnr": "denoises best",
+    "probe/accuracy": "has the most linearly separable codes",
+    "test/nll_iw": "has the lowest test NLL",
+    "gen/fd_domain": "samples closest to the test images",
+    "disentangle/mig": "disentangles best by MIG",
+    "anomaly/reconstruction/auroc": "detects anomalies best by its reconstruction error",
+    "fit/samples_per_s": "trains fastest",
+}
+
+
+def listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def metric_sentence(key: str, comparison: Comparison, table: dict[str, dict[str, Any]]) -> str:
+    """One sentence: the best variant, its value, and which variants are (not) separated from it."""
+    best = comparison.best
+    summary = table[best][key]
+    # sentences read better without exponents: 13850 samples/s, not 1.385e+04
+    value = f"{summary['mean']:.0f}" if abs(summary["mean"]) >= 1000 else format_value(summary)
+    what = WHAT_BEST_MEANS.get(key, f"is best on {key}")
+    if comparison.n_seeds < 2:
+        direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
+        return f"{best} has the {direction} `{key}` ({value})."
+    sentence = f"{best} {what} (`{key}` {value})"
+    clauses = []
+    if comparison.not_separable:
+        verb = "is" if len(comparison.not_separable) == 1 else "are"
+        clauses.append(
+            f"{listing(comparison.not_separable)} {verb} not separated from it with {comparison.n_seeds} seeds"
+        )
+    if comparison.separable:
+        verb = "is" if len(comparison.separable) == 1 else "are"
+        rest = "the other" if len(comparison.separable) == 1 else f"the other {len(comparison.separable)}"
+        worse = listing(comparison.separable) if len(comparison.separable) <= 3 else rest
+        clauses.append(f"{worse} {verb} worse")
+    if clauses:
+        sentence += "; " + ", and ".join(clauses)
+    return sentence + "."
+
+
+def baseline_sentence(key: str, table: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str | None:
+    """The best code against the same measurement on raw pixels, where the suite computed one."""
+    if not baseline:
+        return None
+    if key == "probe/accuracy" and "probe/accuracy" in baseline:
+        scored = {v: row[key]["mean"] for v, row in table.items() if key in row}
+        best = max(scored, key=scored.get)
+        pixels = baseline["probe/accuracy"]
+        above = [v for v, score in scored.items() if score > pixels]
+        if not above:
+            return (
+                f"No code beats the same linear probe on the raw pixels ({format_number(pixels)}; the best code, "
+                f"{best}'s, reaches {format_number(scored[best])})."
+            )
+        return f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)})."
+    if key == "anomaly/reconstruction/auroc" and "anomaly/pixel_knn/auroc" in baseline:
+        scored = {v: row[key]["mean"] for v, row in table.items() if key in row}
+        best = max(scored, key=scored.get)
+        knn, pca = baseline["anomaly/pixel_knn/auroc"], baseline["anomaly/pca/auroc"]
+        beaten = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if scored[best] > score]
+        kept = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if scored[best] <= score]
+        parts = [f"without learning, the pixel k-NN reaches {format_number(knn)} and PCA {format_number(pca)}"]
+        if kept:
+            parts.append(f"no autoencoder beats {listing(kept)}")
+        if beaten:
+            parts.append(f"{best} beats {listing(beaten)}")
+        return parts[0][0].upper() + parts[0][1:] + "; " + "; ".join(parts[1:]) + "."
+    return None
+
+
+def caveats(
+    seeds: list[int], test_images: int | None, small_test_split: int, failed: int, runs: int, shared: bool
+) -> list[str]:
+    """What these runs cannot support."""
+    lines = []
+    if len(seeds) < 2:
+        lines.append(
+            "One seed: no interval and no test — every 'best' below is a pointer, not a finding; run several seeds "
+            "(`--seeds 0 1 2 3 4`) to compare."
+        )
+    else:
+        lines.append(
+            f"With {len(seeds)} seeds, 'worse' means separated from the best by Tukey's test against the best "
+            f"({ALPHA:.0%} family-wise error for each metric); 'not separated' is not 'equal'."
+        )
+    if test_images is not None and test_images < small_test_split:
+        lines.append(f"The test split holds {test_images} images: small differences here are within chance.")
+    if failed:
+        lines.append(f"{failed} of {runs} runs did not finish; the comparisons use the seeds every variant finished.")
+    if shared:
+        lines.append("The runs shared the machine (several at a time): their fit times are information, not a ranking.")
+    return lines
+
+
+def opening(
+    sections: dict[str, tuple[str, ...]],
+    table: dict[str, dict[str, Any]],
+    compared: dict[str, Comparison],
+    baseline: dict[str, Any] | None,
+    caveat_lines: list[str],
+) -> list[str]:
+    """The report's first section: what the runs cannot support, then the sentences of each section with a
+    headline metric."""
+    lines = ["## In brief", "", " ".join(caveat_lines), ""]
+    for section, keys in sections.items():
+        sentences = []
+        for key in keys:
+            # a metric of one variant only (the VAE's NLL beside plain AEs) has no best to speak of
+            if key in compared and compared[key].best in table and sum(key in row for row in table.values()) > 1:
+                sentences.append(metric_sentence(key, compared[key], table))
+                if (extra := baseline_sentence(key, table, baseline)) is not None:
+                    sentences.append(extra)
+        if sentences:
+            lines += [f"**{section}.** " + " ".join(sentences), ""]
+    return lines

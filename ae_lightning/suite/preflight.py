@@ -1,0 +1,77 @@
+"""Before the first run of a suite starts: its data resolved once, in this process. A setting that would make every
+run fail (``data.val_size`` larger than the training images, missing files) is one ``ConfigError`` now — one
+message, exit 2, nothing started — instead of the same traceback in every run; evaluation sample counts larger than
+the data has are said once, as what the battery will actually use. Downloads happen here too (``prepare_data``, in
+the one process that plans the runs), so parallel runs never race to download the same files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ae_lightning.data import ImageDataModule
+from ae_lightning.errors import ConfigError, DataNotFoundError
+from ae_lightning.evaluation.battery import SMALL_TEST_SPLIT, EvaluationSettings
+from ae_lightning.suite.config import SuiteConfig, variant_data
+
+# Data settings that change how images are served or corrupted in training, not which images there are.
+SERVING_KEYS = ("noise", "batch_size", "num_workers", "loader", "data_on_device", "shuffle_seed", "predict_split")
+
+
+def split_sizes(data: dict[str, Any], read_test: bool = True) -> dict[str, int]:
+    """The number of training, validation (and test) images this data setting resolves to (its files are fetched
+    where ``download`` allows; a ``ConfigError`` where it cannot be split as asked)."""
+    datamodule = ImageDataModule(**{**data, "read_test": read_test})
+    datamodule.prepare_data()
+    datamodule.setup()
+    return {split: len(images.images) for split, images in datamodule.splits.items()}
+
+
+def count_notes(sizes: dict[str, int], evaluation: dict[str, Any]) -> list[str]:
+    """One line per evaluation count the data cannot give, saying what the battery will use instead."""
+    defaults = EvaluationSettings()
+    wanted = {
+        "probe_train_samples": ("train", "the probes fit on"),
+        "jacobian_samples": ("test", "the Jacobian norm averages"),
+        "iw_images": ("test", "the importance-weighted NLL averages"),
+        "gen_samples": ("test", "the Fréchet distances compare"),
+    }
+    notes = []
+    for key, (split, use) in wanted.items():
+        count = evaluation.get(key, getattr(defaults, key))
+        if count is not None and split in sizes and count > sizes[split]:
+            notes.append(
+                f"evaluation.{key}={count}, but the {split} split has {sizes[split]} images: {use} {sizes[split]}"
+            )
+    if "test" in sizes and sizes["test"] < SMALL_TEST_SPLIT:
+        notes.append(
+            f"the test split has {sizes['test']} images: the battery's scores move by chance between test splits "
+            "this small, and the report says so"
+        )
+    return notes
+
+
+def images_of(data: dict[str, Any]) -> str:
+    """What identifies the images a data setting resolves to (its serving and corruption settings left out)."""
+    return json.dumps({k: v for k, v in data.items() if k not in SERVING_KEYS}, sort_keys=True, default=str)
+
+
+def check_suite_data(suite: SuiteConfig, read_test: bool = True) -> list[str]:
+    """Resolve each distinct data setting of the suite's variants once; raise a ``ConfigError`` naming the variant
+    where one cannot be used, and return the notes to print (evaluation counts the data cannot give).
+    ``read_test=False`` (tuning, which never reads the test split) checks the training files only."""
+    checked: dict[str, dict[str, int]] = {}
+    notes: list[str] = []
+    for variant in suite["variants"]:
+        data = variant_data(suite, variant)
+        key = images_of(data)
+        if key in checked:
+            continue
+        try:
+            checked[key] = split_sizes({k: v for k, v in data.items() if k not in SERVING_KEYS}, read_test)
+        except (ConfigError, DataNotFoundError) as err:  # the same for every run of these variants: stop now
+            used_by = [v["name"] for v in suite["variants"] if images_of(variant_data(suite, v)) == key]
+            scope = "every variant" if len(used_by) == len(suite["variants"]) else ", ".join(used_by)
+            raise type(err)(f"{err} — nothing was run: this data setting is {scope}'s") from None
+        notes += [note for note in count_notes(checked[key], suite["evaluation"]) if note not in notes]
+    return notes
