@@ -102,6 +102,10 @@ def test_every_variant_has_finite_battery_metrics(finished_suite):
     # a collapsed or broken encoder has 0 active units. This one (β = 0.1) measured 1 of 8 on the low-contrast test
     # images it trained on (4 on binarised copies of them, which are not what it trained on)
     assert 1 <= vae["test/active_units"] <= 8
+    # no healthy variant is flagged; the VAE is flagged exactly when it keeps fewer than 2 active units
+    for name in ("AE", "DAE", "SAE", "DropAE", "CAE"):
+        assert records[name]["metrics"]["code/collapsed"] == 0.0, (name, records[name]["metrics"]["code/dead_units"])
+    assert vae["code/collapsed"] == float(vae["test/active_units"] < 2)
     # the sigmoid KL-sparse codes are mostly below 0.05; the plain AE's linear codes are not
     assert records["SAE"]["metrics"]["test/code_sparsity"] > records["AE"]["metrics"]["test/code_sparsity"]
 

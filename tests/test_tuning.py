@@ -290,3 +290,15 @@ def test_trial_seeds_avoid_the_final_seeds():
     assert len(set(seeds)) == 50 and not set(seeds) & {0, 1, 2} and all(0 <= s < 2**32 for s in seeds)
     clash = derive_seed(0, "trial", 4) % 2**32  # a final seed equal to a trial's: that trial takes another
     assert trial_seed(0, 4, [clash]) != clash
+
+
+def test_tune_takes_a_reduced_budget_on_the_command_line_and_compare_does_not():
+    from ae_lightning.errors import ConfigError
+    from ae_lightning.suite.config import parse_dotted
+
+    assert parse_dotted(["--tuning.budget_epochs", "12", "--tuning.epochs=2"], "tune") == {
+        "tuning.budget_epochs": 12,
+        "tuning.epochs": 2,
+    }
+    with pytest.raises(ConfigError, match="unrecognized argument '--tuning.epochs'; compare takes its own options"):
+        parse_dotted(["--tuning.epochs", "2"], "compare")

@@ -19,6 +19,14 @@ Keys (a public contract: W&B panels and the report use them):
     test/codebook_usage, test/codebook_perplexity  models with a codebook (VQ-VAE): share of its entries the test
                                                    codes use, and exp of the entropy of their frequencies
     disentangle/mig, disentangle/dci_*             data with known factors (shapes): see disentanglement.py
+    code/dead_units, code/units, code/dead_fraction  units of the test codes that no test image activates or that
+                                                   are constant over them (EvaluationSettings: the thresholds)
+    code/effective_dims                            participation ratio of the units' correlation eigenvalues: how
+                                                   many units' worth of independent variation the code has
+                                                   (reported, not a collapse flag: a briefly trained AE on simple
+                                                   images measures ~1 and is not broken)
+    code/collapsed                                 1 when the code is degenerate (collapse_reason says why: most
+                                                   units dead, or a posterior with fewer than 2 active units)
 
 The battery runs in one process on the full test split (never on a DDP shard), on the model's device, with no
 collectives, and needs no Trainer.
@@ -88,6 +96,13 @@ class EvaluationSettings:
     knn_neighbours: int = 5
     sparsity_threshold: float = 1e-3  # test/code_sparsity: a unit |z| below this counts as inactive
     sigmoid_sparsity_threshold: float = 0.05  # … and a sigmoid code (in [0, 1]) below this
+    # collapse (code/*): a unit is dead when it is never active on the test images (the thresholds above) or
+    # constant on them (standard deviation below dead_unit_std × the units' mean); a run is collapsed when at
+    # least max_dead_fraction of its units are dead, or — a model with a posterior — fewer than min_active_units
+    # units are active (Burda's criterion, active_unit_variance)
+    dead_unit_std: float = 1e-3
+    max_dead_fraction: float = 0.5
+    min_active_units: int = 2
     active_unit_variance: float = 0.01  # Burda et al.'s active unit: Var_x(E_q[z_j]) above this
     jacobian_samples: int | None = 1000
     iw_samples: int = 1000  # k importance samples per image for test/nll_iw
@@ -234,6 +249,53 @@ def code_sparsity(
     """Fraction of code entries that are inactive: |z| < ``threshold`` (sigmoid codes: z < ``sigmoid_threshold``)."""
     inactive = codes < sigmoid_threshold if sigmoid_codes else codes.abs() < threshold
     return inactive.float().mean().item()
+
+
+def dead_units(codes: Tensor, sigmoid_codes: bool, settings: EvaluationSettings | None = None) -> tuple[int, int]:
+    """(dead units, units) of test ``codes`` [N, units]: a unit is dead when no test image activates it (|z| below
+    ``sparsity_threshold``; sigmoid codes below ``sigmoid_sparsity_threshold``) or it is constant over them."""
+    settings = settings or EvaluationSettings()
+    codes = codes.float()
+    if sigmoid_codes:
+        never_active = ~(codes >= settings.sigmoid_sparsity_threshold).any(0)
+    else:
+        never_active = ~(codes.abs() >= settings.sparsity_threshold).any(0)
+    spread = codes.std(0)
+    # constant: a spread far below the units' mean spread (or none at all, where every unit is constant)
+    constant = spread < max(settings.dead_unit_std * float(spread.mean()), 1e-6)
+    return int((never_active | constant).sum()), codes.shape[1]
+
+
+def effective_dims(codes: Tensor) -> float:
+    """Participation ratio (Σλ)² / Σλ² of the eigenvalues λ of the units' correlation matrix over the test codes:
+    the number of units' worth of independent variation — 1 when every unit moves with the others, the number of
+    units when all are uncorrelated. Constant units count as uncorrelated noise-free directions: none."""
+    codes = codes.double()
+    spread = codes.std(0)
+    varying = codes[:, spread > 0]
+    if varying.shape[1] < 2:
+        return float(varying.shape[1])
+    standardised = (varying - varying.mean(0)) / varying.std(0)
+    eigenvalues = torch.linalg.eigvalsh(standardised.T @ standardised / (len(codes) - 1)).clamp_min(0)
+    return float(eigenvalues.sum() ** 2 / eigenvalues.pow(2).sum())
+
+
+def collapse_reason(metrics: dict[str, float], settings: EvaluationSettings | None = None) -> str | None:
+    """Why a run's code is degenerate, from its battery metrics (``code/dead_units``, ``code/units``, and for a
+    model with a posterior ``test/active_units``), or None when it is not."""
+    settings = settings or EvaluationSettings()
+    if "test/active_units" in metrics:  # a posterior: unused units are its normal pruning; too few is collapse
+        active = int(metrics["test/active_units"])
+        if active < settings.min_active_units:
+            return (
+                f"posterior collapse: {active} of {int(metrics['code/units'])} units active "
+                f"(Var_x E[z|x] > {settings.active_unit_variance:g}; the floor is {settings.min_active_units})"
+            )
+        return None
+    dead, units = int(metrics["code/dead_units"]), int(metrics["code/units"])
+    if units and dead / units >= settings.max_dead_fraction:
+        return f"{dead} of {units} units dead (never active or constant on the test images)"
+    return None
 
 
 @torch.no_grad()
@@ -397,6 +459,9 @@ def evaluate(
     results["test/code_sparsity"] = code_sparsity(
         test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
     )
+    dead, units = dead_units(test_codes, model.sigmoid_codes, settings)
+    results |= {"code/dead_units": float(dead), "code/units": float(units), "code/dead_fraction": dead / units}
+    results["code/effective_dims"] = effective_dims(test_codes)
     jacobian_images = test_images[: settings.jacobian_samples]
     with stages("jacobian", f"encoder Jacobians of {len(jacobian_images)} test images"):
         results["test/jacobian_fro"] = mean_jacobian_frobenius(model, jacobian_images, settings)
@@ -416,6 +481,7 @@ def evaluate(
             results |= generative_metrics(
                 model, train_images, train_labels, test_images, test_labels, settings, classifier_cache, progress
             )
+    results["code/collapsed"] = float(collapse_reason(results, settings) is not None)
     return results | stages.metrics()
 
 

@@ -27,8 +27,12 @@ def listing(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def metric_sentence(key: str, comparison: Comparison, table: dict[str, dict[str, Any]]) -> str:
-    """One sentence: the best variant, its value, and which variants are (not) separated from it."""
+def metric_sentence(
+    key: str, comparison: Comparison, table: dict[str, dict[str, Any]], labels: dict[str, str] | None = None
+) -> str:
+    """One sentence: the best variant, its value, and which variants are (not) separated from it; ``labels``: how
+    a variant is named (a collapsed one with its mark, so a best that collapsed never reads as a plain best)."""
+    labels = labels or {}
     best = comparison.best
     summary = table[best][key]
     # sentences read better without exponents: 13850 samples/s, not 1.385e+04
@@ -36,18 +40,17 @@ def metric_sentence(key: str, comparison: Comparison, table: dict[str, dict[str,
     what = WHAT_BEST_MEANS.get(key, f"is best on {key}")
     if comparison.n_seeds < 2:
         direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
-        return f"{best} has the {direction} `{key}` ({value})."
-    sentence = f"{best} {what} (`{key}` {value})"
+        return f"{labels.get(best, best)} has the {direction} `{key}` ({value})."
+    sentence = f"{labels.get(best, best)} {what} (`{key}` {value})"
     clauses = []
     if comparison.not_separable:
         verb = "is" if len(comparison.not_separable) == 1 else "are"
-        clauses.append(
-            f"{listing(comparison.not_separable)} {verb} not separated from it with {comparison.n_seeds} seeds"
-        )
+        tied = listing([labels.get(v, v) for v in comparison.not_separable])
+        clauses.append(f"{tied} {verb} not separated from it with {comparison.n_seeds} seeds")
     if comparison.separable:
         verb = "is" if len(comparison.separable) == 1 else "are"
         rest = "the other" if len(comparison.separable) == 1 else f"the other {len(comparison.separable)}"
-        worse = listing(comparison.separable) if len(comparison.separable) <= 3 else rest
+        worse = listing([labels.get(v, v) for v in comparison.separable]) if len(comparison.separable) <= 3 else rest
         clauses.append(f"{worse} {verb} worse")
     if clauses:
         sentence += "; " + ", and ".join(clauses)
@@ -114,6 +117,7 @@ def opening(
     compared: dict[str, Comparison],
     baseline: dict[str, Any] | None,
     caveat_lines: list[str],
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """The report's first section: what the runs cannot support, then the sentences of each section with a
     headline metric."""
@@ -123,7 +127,7 @@ def opening(
         for key in keys:
             # a metric of one variant only (the VAE's NLL beside plain AEs) has no best to speak of
             if key in compared and compared[key].best in table and sum(key in row for row in table.values()) > 1:
-                sentences.append(metric_sentence(key, compared[key], table))
+                sentences.append(metric_sentence(key, compared[key], table, labels))
                 if (extra := baseline_sentence(key, table, baseline)) is not None:
                     sentences.append(extra)
         if sentences:

@@ -164,7 +164,34 @@ def epochs_text(epochs: int | None) -> str:
     return "? epochs" if epochs is None else f"{epochs} epoch{'' if epochs == 1 else 's'}"
 
 
-def anomaly_tables(table, compared) -> list[str]:
+COLLAPSE_MARK = "†"
+
+
+def collapsed_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """variant → its finished runs whose code collapsed (``collapse`` in their result: the battery's reason)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["status"] == "done" and r.get("collapse"):
+            found.setdefault(r["variant"], []).append(r)
+    return found
+
+
+def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One sentence per variant with collapsed runs: on how many of its runs, and why (the first run's reason)."""
+    lines = []
+    for variant, bad in collapsed.items():
+        total = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
+        reasons = sorted({r["collapse"] for r in bad})
+        lines.append(
+            f"{variant} {COLLAPSE_MARK} collapsed on {len(bad)} of {total} run{'s' if total != 1 else ''}: "
+            + "; ".join(reasons[:2])
+            + " — its scores are those of a degenerate code, not of the method (see 'When a variant looks bad' in "
+            "the README)."
+        )
+    return lines
+
+
+def anomaly_tables(table, compared, labels=None) -> list[str]:
     lines = []
     titles = {
         "auroc": "AUROC ↑",
@@ -177,7 +204,12 @@ def anomaly_tables(table, compared) -> list[str]:
         if not scores:
             continue
         keys = [f"anomaly/{score}/{metric}" for score in scores]
-        lines += [f"{title} (`anomaly/<score>/{metric}`):", "", markdown_table(table, compared, keys, scores), ""]
+        lines += [
+            f"{title} (`anomaly/<score>/{metric}`):",
+            "",
+            markdown_table(table, compared, keys, scores, labels),
+            "",
+        ]
     return lines
 
 
@@ -210,6 +242,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
         "",
     ]
     variants = list(dict.fromkeys(r["variant"] for r in runs))
+    collapsed = collapsed_runs(runs)
     for score in ANOMALY_SCORE_NAMES:
         key = f"anomaly/{score}/auroc"
         if not any(key in row for table in tables.values() for row in table.values()):
@@ -227,7 +260,8 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
                 else "–"
                 for c in suite["one_class"]
             ]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+            label = f"{variant} {COLLAPSE_MARK}" if variant in collapsed else variant
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines, tables
 
@@ -281,8 +315,10 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         if section != "Cost of the fit" or "fit/samples_per_s" not in unranked
     }
     failed = [r for r in runs if r["status"] != "done"]
+    collapsed = collapsed_runs(runs)
+    labels = {variant: f"{variant} {COLLAPSE_MARK}" for variant in collapsed}
     test_images = counted(records, "eval/test_images", None)
-    caveat_lines = caveats(
+    caveat_lines = collapse_lines(runs, collapsed) + caveats(
         seeds,
         None if test_images == "None" else int(test_images.split(" ")[0]),
         SMALL_TEST_SPLIT,
@@ -293,7 +329,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
-        *opening(headlines, table, compared, baseline, caveat_lines),
+        *opening(headlines, table, compared, baseline, caveat_lines, labels),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
@@ -358,9 +394,9 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             continue  # e.g. no variant samples: no generative section
         if section == "Anomaly detection":  # one table per detection metric, a column per score
             title = f"## {section}" + (f", over the {len(classes)} normal classes" if classes else "")
-            lines += [title, ""] + anomaly_tables(table, compared)
+            lines += [title, ""] + anomaly_tables(table, compared, labels)
         else:
-            lines += [f"## {section}", "", markdown_table(table, compared, list(keys)), ""]
+            lines += [f"## {section}", "", markdown_table(table, compared, list(keys), labels=labels), ""]
         unseparated = [
             line
             for key in HEADLINE_METRICS[section]
@@ -436,7 +472,7 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
             reinit="finish_previous",
         )
         protocol = ["normal_class"] if suite.get("one_class") else []  # a row per run, each class's its own
-        columns = ["variant", "model", *protocol, "seed", "status", *METRIC_KEYS]
+        columns = ["variant", "model", *protocol, "seed", "status", "collapse", *METRIC_KEYS]
         rows = [
             [
                 r["variant"],
@@ -444,6 +480,7 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
                 *[r[key] for key in protocol],
                 r["seed"],
                 r["status"],
+                r.get("collapse"),
                 *[r["metrics"].get(k) for k in METRIC_KEYS],
             ]
             for r in records

@@ -157,12 +157,18 @@ def format_value(summary: dict[str, Any]) -> str:
 
 
 def markdown_table(
-    table: Table, compared: dict[str, Comparison], keys: list[str], headers: list[str] | None = None
+    table: Table,
+    compared: dict[str, Comparison],
+    keys: list[str],
+    headers: list[str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """Variant × metric, mean ± the interval's half-width; the best in **bold** and ≈ on every variant not
     separated from it, both as ``comparison.json`` says (no marks where only one variant has the metric).
-    ``headers``: column names other than the keys themselves."""
+    ``headers``: column names other than the keys themselves; ``labels``: a row's name other than the variant's
+    (a collapsed variant's mark)."""
     lines = ["| variant | " + " | ".join(headers or keys) + " |", "|---|" + "---|" * len(keys)]
+    labels = labels or {}
     for variant, row in table.items():
         cells = []
         for key in keys:
@@ -170,7 +176,7 @@ def markdown_table(
                 cells.append("–")
                 continue
             cells.append(marked(format_value(row[key]), variant, compared.get(key)))
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append(f"| {labels.get(variant, variant)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

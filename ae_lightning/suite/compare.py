@@ -83,6 +83,7 @@ def records_of(runs: list[Run]) -> list[dict[str, Any]]:
                 "error": result.get("error"),
                 "metrics": result.get("metrics", {}),
                 "trained_on": result.get("trained_on"),
+                "collapse": result.get("collapse"),
                 "run_dir": str(run.directory),
             }
         )

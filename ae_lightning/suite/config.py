@@ -350,7 +350,7 @@ def suite_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def parse_suite_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse and check the shared options; any other ``--section.key value`` is a dotted suite override."""
     args, rest = parser.parse_known_args(argv)
-    args.dotted = parse_dotted(rest)
+    args.dotted = parse_dotted(rest, parser.prog.rsplit(" ", 1)[-1])
     if args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
     if args.runs_per_gpu < 1:
@@ -364,15 +364,17 @@ def parse_suite_args(parser: argparse.ArgumentParser, argv: list[str]) -> argpar
     return args
 
 
-def parse_dotted(rest: list[str]) -> dict[str, Any]:
-    """``--trainer.max_epochs 5 --data.root=/data`` → ``{"trainer.max_epochs": 5, "data.root": "/data"}``."""
+def parse_dotted(rest: list[str], command: str = "compare") -> dict[str, Any]:
+    """``--trainer.max_epochs 5 --data.root=/data`` → ``{"trainer.max_epochs": 5, "data.root": "/data"}``
+    (``tune`` also takes ``--tuning.KEY``: a reduced budget without editing the suite)."""
+    sections = OVERRIDE_SECTIONS + (("tuning",) if command == "tune" else ())
     dotted, items = {}, list(rest)
     while items:
         item = items.pop(0)
         key, separator, value = item[2:].partition("=") if item.startswith("--") else ("", "", "")
-        if key.split(".", 1)[0] not in OVERRIDE_SECTIONS or "." not in key:
-            allowed = ", ".join(f"--{section}.KEY" for section in OVERRIDE_SECTIONS)
-            raise ConfigError(f"unrecognized argument {item!r}; compare takes its own options and {allowed}")
+        if key.split(".", 1)[0] not in sections or "." not in key:
+            allowed = ", ".join(f"--{section}.KEY" for section in sections)
+            raise ConfigError(f"unrecognized argument {item!r}; {command} takes its own options and {allowed}")
         if not separator:
             if not items:
                 raise ConfigError(f"{item} needs a value")

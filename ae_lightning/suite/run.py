@@ -35,7 +35,7 @@ from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.data.sources import CLASS_NAMES
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.errors import USER_ERRORS, find_user_error
-from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, evaluate
+from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, collapse_reason, evaluate
 from ae_lightning.evaluation.stages import Stages
 from ae_lightning.evaluation.views import write_latent_views
 from ae_lightning.files import atomic_path, atomic_torch_save, write_json_atomic
@@ -321,7 +321,11 @@ def run(run_dir: Path) -> dict[str, Any]:
             wandb_logger.experiment.summary.update(metrics)
         except Exception as err:
             warn(f"W&B summary not written: {err}")
+    collapse = collapse_reason(metrics, settings)
+    if collapse is not None:  # said in the run's log and console, in result.json, and by the report
+        warn(f"{info['variant']} seed {info['seed']}: the code collapsed — {collapse}")
     return {
+        "collapse": collapse,
         "checkpoint": Path(best).name,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

@@ -37,8 +37,10 @@ class SparseAutoencoder(AutoencoderBase):
     - ``topk``: z = top_k(g(x)),     L = dist(h(z), x)   (sparsity is structural: only k units are non-zero)
 
     λ and β are ``sparsity_weight`` (l1, kl); ρ is ``target_activation`` (kl); k is ``k`` (topk, default
-    latent_dim // 4). An option the chosen penalty does not use, set to anything but its default, is refused rather
-    than silently dropped.
+    latent_dim // 4). ``k_schedule_steps`` (topk): Makhzani & Frey (2013)'s scheduling of the sparsity level against
+    dead units — training starts with every unit kept and k falls linearly to ``k`` over these steps (0: ``k`` from
+    the start). An option the chosen penalty does not use, set to anything but its default, is refused rather than
+    silently dropped.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class SparseAutoencoder(AutoencoderBase):
         sparsity_weight: float = 1e-3,
         target_activation: float = 0.05,
         k: int | None = None,
+        k_schedule_steps: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -56,6 +59,7 @@ class SparseAutoencoder(AutoencoderBase):
             "sparsity_weight": (sparsity_weight, penalty == "topk" and sparsity_weight != 1e-3, "l1 or kl"),
             "target_activation": (target_activation, penalty != "kl" and target_activation != 0.05, "kl"),
             "k": (k, penalty != "topk" and k is not None, "topk"),
+            "k_schedule_steps": (k_schedule_steps, penalty != "topk" and k_schedule_steps != 0, "topk"),
         }
         for name, (value, unused, used_by) in ignored.items():
             if unused:
@@ -67,6 +71,9 @@ class SparseAutoencoder(AutoencoderBase):
         self.k = k if k is not None else max(1, self.latent_dim // 4)
         if not 1 <= self.k <= self.latent_dim:
             raise ConfigError(f"model.k={k} must be in [1, latent_dim={self.latent_dim}]")
+        if k_schedule_steps < 0:
+            raise ConfigError(f"model.k_schedule_steps={k_schedule_steps} must be >= 0 (0: no schedule)")
+        self.k_schedule_steps = k_schedule_steps
         self.penalty = penalty
         self.sigmoid_codes = penalty == "kl"
         self.sparsity_weight = non_negative("sparsity_weight", sparsity_weight)
@@ -81,12 +88,22 @@ class SparseAutoencoder(AutoencoderBase):
             return keep_top_k(z, self.k)
         return z
 
+    def scheduled_k(self) -> int:
+        """k at this training step: from latent_dim down to ``k`` over ``k_schedule_steps`` steps, then ``k``; always
+        ``k`` outside training (validation, test: the model as it will be used, so checkpoints compare alike)."""
+        step = self.global_step if self.attached_trainer is not None else self.k_schedule_steps
+        if not self.training or step >= self.k_schedule_steps:
+            return self.k
+        return round(self.latent_dim - (self.latent_dim - self.k) * step / self.k_schedule_steps)
+
     def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
         x = batch.clean
+        if self.penalty == "topk":
+            z = keep_top_k(self.encoder(x), self.scheduled_k())
+            recon = self.distance(self.decoder(z), x)
+            return {"loss": recon, "recon": recon}
         z = self.encode(x)
         recon = self.distance(self.decoder(z), x)
-        if self.penalty == "topk":
-            return {"loss": recon, "recon": recon}
         if self.penalty == "l1":
             sparsity = self.sparsity_weight * l1_penalty(z)
         else:
