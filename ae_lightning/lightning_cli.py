@@ -17,7 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint
+from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ae_lightning.callbacks import EpochLine, ResumeCheckpoint
@@ -78,10 +78,12 @@ class AutoencoderCLI(LightningCLI):
         if config.get("logger") in (None, True):
             root = config.get("default_root_dir") or "runs"
             defaults["logger"] = False if self.subcommand == "predict" else RunCSVLogger(root, name="lightning_logs")
-        if config.get("enable_progress_bar") is None:
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if config.get("enable_progress_bar") is None and not any(isinstance(c, ProgressBar) for c in callbacks):
             defaults["enable_progress_bar"] = sys.stdout.isatty()
         if self.subcommand == "fit":
-            defaults["callbacks"] = [*(config.get("callbacks") or []), EpochLine()]
+            defaults["callbacks"] = [*callbacks, EpochLine()]
         trainer = super().instantiate_trainer(**{**kwargs, **defaults, **self.trainer_overrides})
         if self.subcommand == "predict":
             # Predicting writes no checkpoint: without checkpoint callbacks, restoring theirs cannot warn that their

@@ -46,3 +46,20 @@ class RunCSVLogger(CSVLogger):
             Path(self.root_dir).mkdir(parents=True, exist_ok=True)
             self._experiment = AppendingExperimentWriter(self.log_dir)
         return self._experiment
+
+
+def keep_rows_up_to(path: Path, step: int | None) -> None:
+    """Before a run (re)starts: drop ``metrics.csv`` rows the restarted process will log again — all of them when
+    it starts afresh (``step`` None: no checkpoint to resume), those after the resumed checkpoint's step otherwise."""
+    if not path.is_file():
+        return
+    if step is None:
+        path.unlink()
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if not r.get("step") or float(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -163,9 +163,14 @@ def test_the_top_k_schedule_keeps_every_unit_first_and_k_at_evaluation(data):
             seen.append(("val", self.scheduled_k()))
 
     model = Watched(penalty="topk", k=8, latent_dim=64, k_schedule_steps=4)
+    kept = []  # units the decoder receives, per training batch: the schedule really reaches the loss
+    model.decoder.register_forward_pre_hook(
+        lambda module, inputs: kept.append(int((inputs[0] != 0).sum(1).max())) if model.training else None
+    )
     fit = quiet_trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=1, num_sanity_val_steps=0)
     fit.fit(model, datamodule=data)
     train_ks = [k for k in seen if not isinstance(k, tuple)]
     assert train_ks == [64, 50, 36, 22, 8]  # every unit at step 0, linearly down to k at step 4
+    assert kept == train_ks
     assert all(k == ("val", 8) for k in seen if isinstance(k, tuple))  # validation: the target k
     assert SparseAutoencoder(penalty="topk", k=8, latent_dim=64).scheduled_k() == 8

@@ -128,8 +128,10 @@ def test_failing_run_is_reported_and_the_others_finish(finished_suite):
 def test_report_files(finished_suite):
     _, out, _ = finished_suite
     report = (out / "report.md").read_text()
+    records = {r["variant"]: r for r in json.loads((out / "summary.json").read_text())}
     for name in ("AE", "DAE", "SAE", "DropAE", "CAE", "VAE"):
-        assert f"| {name} |" in report
+        # a collapsed variant's row carries its mark (this VAE keeps < 2 active units on these images)
+        assert f"| {name}{' †' if records[name].get('collapse') else ''} |" in report
     assert "**" in report  # best per column is marked
     csv_lines = (out / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("variant,model,seed,status,error,test/mse") and len(csv_lines) == 8
@@ -150,6 +152,10 @@ def test_wandb_offline_runs_hold_metrics_summary_and_media(finished_suite):
     logged = set().union(*run["history"])
     assert {"train/loss", "train/recon", "train/kl", "val/loss", "val/mse"} <= logged
     assert run["summary"]["test/nll_iw"] > 0 and "probe/accuracy" in run["summary"]
+    # the collapse flag travels with the battery (the run's result.json and its W&B summary agree)
+    result = json.loads((out / "runs" / "VAE" / "seed0" / "result.json").read_text())
+    assert run["summary"]["code/collapsed"] == result["metrics"]["code/collapsed"]
+    assert (result["metrics"]["code/collapsed"] == 1.0) == (result["collapse"] is not None)
     assert run["config"]["model"] == "VariationalAutoencoder" and run["config"]["suite_id"] == suite_id
     media = [f for f in run["files"] if f.startswith("media/images/")]
     assert any("reconstruction" in f for f in media) and any("prior_samples" in f for f in media)

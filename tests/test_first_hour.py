@@ -36,7 +36,6 @@ SHOW_WARNINGS = {"PYTHONWARNINGS": ""}
 
 def test_a_data_size_every_run_would_fail_on_is_one_message_before_anything_runs(tmp_path, data_root):
     suite = write_small_suite(tmp_path / "suite.yaml", data_root, "sizes", [AE, VAE], epochs=1, wandb_mode="disabled")
-    started = time.perf_counter()
     result = cli("compare", str(suite), "--out", str(tmp_path / "out"), "--data.val_size", "5000", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(
@@ -45,7 +44,6 @@ def test_a_data_size_every_run_would_fail_on_is_one_message_before_anything_runs
     assert "(e.g. --data.val_size 60: a tenth) — nothing was run: this data setting is every variant's" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()  # nothing written, nothing started
-    assert time.perf_counter() - started < 60
 
 
 def test_missing_data_of_one_variant_stops_the_suite_naming_it(tmp_path, data_root):
@@ -96,7 +94,7 @@ def test_counts_the_data_cannot_give_are_said_once_used_and_recorded(tmp_path, d
     assert "[1/1 VAE seed 0] evaluation done in" in result.stdout
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Fréchet distances between 200 prior samples and 200 test images" in report
-    assert "5000" not in report
+    assert "5000 prior samples" not in report and "5000 test images" not in report
 
 
 def test_stages_announce_themselves_time_themselves_and_report_progress():
@@ -325,7 +323,8 @@ def test_the_report_opens_with_sentences_drawn_from_its_comparison(tmp_path):
     brief = report.split("## In brief", 1)[1].split("Data: ", 1)[0]
     mse = compared["test/mse"]
     assert mse["best"] == "A" and mse["not_separable"] == ["B"] and mse["separable"] == ["C"]
-    assert "A reconstructs clean test images best (`test/mse` 0.01" in brief
+    # B is not separated from A: A "has the lowest mean", not "reconstructs best"
+    assert "A has the lowest mean `test/mse` (0.01" in brief and "reconstructs clean test images best" not in brief
     assert "; B is not separated from it with 5 seeds, and C is worse." in brief
     # the pixel baseline beats every code here, and the opening says so, with both numbers
     assert "No code beats the same linear probe on the raw pixels (0.9; the best code, A's, reaches 0.79" in brief
@@ -344,6 +343,7 @@ def test_fit_times_of_runs_that_shared_the_machine_are_not_ranked(tmp_path):
     assert "**Cost of the fit.**" not in report  # no sentence ranks what was not measured alone
     cost = report.split("## Cost of the fit", 1)[1]
     assert "**" not in cost.split("Not ranked", 1)[0]  # no bold cell in the cost table
+    assert "P(row better than column) on `fit/samples_per_s`" not in report  # nor probabilities of "better"
 
 
 def test_one_seed_says_first_that_its_bests_are_pointers(tmp_path):
@@ -352,3 +352,14 @@ def test_one_seed_says_first_that_its_bests_are_pointers(tmp_path):
     assert brief.startswith("One seed: no interval and no test")
     assert f"{compared['test/mse']['best']} has the lowest `test/mse` (0.0" in brief
     assert "not separated" not in brief and "worse" not in brief
+
+
+def test_a_restarted_run_logs_no_row_twice(tmp_path):
+    from ae_lightning.loggers import keep_rows_up_to
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train/loss\n0,49,1.0\n0,99,0.9\n1,149,0.8\n")
+    keep_rows_up_to(path, 99)  # resumed from a checkpoint at step 99: step 149 will be logged again
+    assert path.read_text().splitlines() == ["epoch,step,train/loss", "0,49,1.0", "0,99,0.9"]
+    keep_rows_up_to(path, None)  # no checkpoint: the run starts afresh, and so does its log
+    assert not path.exists()

@@ -286,7 +286,7 @@ def collapse_reason(metrics: dict[str, float], settings: EvaluationSettings | No
     settings = settings or EvaluationSettings()
     if "test/active_units" in metrics:  # a posterior: unused units are its normal pruning; too few is collapse
         active = int(metrics["test/active_units"])
-        if active < settings.min_active_units:
+        if active < min(settings.min_active_units, int(metrics["code/units"])):  # a 1-unit code needs its one
             return (
                 f"posterior collapse: {active} of {int(metrics['code/units'])} units active "
                 f"(Var_x E[z|x] > {settings.active_unit_variance:g}; the floor is {settings.min_active_units})"

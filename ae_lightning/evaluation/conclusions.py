@@ -41,7 +41,11 @@ def metric_sentence(
     if comparison.n_seeds < 2:
         direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
         return f"{labels.get(best, best)} has the {direction} `{key}` ({value})."
-    sentence = f"{labels.get(best, best)} {what} (`{key}` {value})"
+    if comparison.not_separable or not comparison.separable:  # not shown to be better than every other variant
+        direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
+        sentence = f"{labels.get(best, best)} has the {direction} mean `{key}` ({value})"
+    else:
+        sentence = f"{labels.get(best, best)} {what} (`{key}` {value})"
     clauses = []
     if comparison.not_separable:
         verb = "is" if len(comparison.not_separable) == 1 else "are"
@@ -57,32 +61,47 @@ def metric_sentence(
     return sentence + "."
 
 
-def baseline_sentence(key: str, table: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str | None:
-    """The best code against the same measurement on raw pixels, where the suite computed one."""
+def beyond(summary: dict[str, Any], value: float) -> bool:
+    """Above ``value`` with the interval over seeds clear of it (one seed: the mean alone)."""
+    low = summary["ci_low"] if summary.get("ci_low") is not None else summary["mean"]
+    return low > value
+
+
+def baseline_sentence(
+    key: str, table: dict[str, dict[str, Any]], baseline: dict[str, Any] | None, labels: dict[str, str] | None = None
+) -> str | None:
+    """The best code against the same measurement on raw pixels (one number, no seeds), where the suite computed
+    one: "above" only where a variant's interval over seeds is clear of it."""
+    labels = labels or {}
     if not baseline:
         return None
     if key == "probe/accuracy" and "probe/accuracy" in baseline:
-        scored = {v: row[key]["mean"] for v, row in table.items() if key in row}
-        best = max(scored, key=scored.get)
+        scored = {v: row[key] for v, row in table.items() if key in row}
+        best = max(scored, key=lambda v: scored[v]["mean"])
         pixels = baseline["probe/accuracy"]
-        above = [v for v, score in scored.items() if score > pixels]
-        if not above:
+        above = [labels.get(v, v) for v, summary in scored.items() if beyond(summary, pixels)]
+        if above:
+            return f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)})."
+        if scored[best]["mean"] > pixels:
             return (
-                f"No code beats the same linear probe on the raw pixels ({format_number(pixels)}; the best code, "
-                f"{best}'s, reaches {format_number(scored[best])})."
+                f"{labels.get(best, best)}'s mean probe ({format_number(scored[best]['mean'])}) is above the raw "
+                f"pixels' ({format_number(pixels)}), within its interval: not shown to beat them."
             )
-        return f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)})."
+        return (
+            f"No code beats the same linear probe on the raw pixels ({format_number(pixels)}; the best code, "
+            f"{labels.get(best, best)}'s, reaches {format_number(scored[best]['mean'])})."
+        )
     if key == "anomaly/reconstruction/auroc" and "anomaly/pixel_knn/auroc" in baseline:
-        scored = {v: row[key]["mean"] for v, row in table.items() if key in row}
-        best = max(scored, key=scored.get)
+        scored = {v: row[key] for v, row in table.items() if key in row}
+        best = max(scored, key=lambda v: scored[v]["mean"])
         knn, pca = baseline["anomaly/pixel_knn/auroc"], baseline["anomaly/pca/auroc"]
-        beaten = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if scored[best] > score]
-        kept = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if scored[best] <= score]
+        beaten = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if beyond(scored[best], score)]
+        kept = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if not beyond(scored[best], score)]
         parts = [f"without learning, the pixel k-NN reaches {format_number(knn)} and PCA {format_number(pca)}"]
         if kept:
-            parts.append(f"no autoencoder beats {listing(kept)}")
+            parts.append(f"no autoencoder is shown to beat {listing(kept)}")
         if beaten:
-            parts.append(f"{best} beats {listing(beaten)}")
+            parts.append(f"{labels.get(best, best)} beats {listing(beaten)}")
         return parts[0][0].upper() + parts[0][1:] + "; " + "; ".join(parts[1:]) + "."
     return None
 
@@ -128,7 +147,7 @@ def opening(
             # a metric of one variant only (the VAE's NLL beside plain AEs) has no best to speak of
             if key in compared and compared[key].best in table and sum(key in row for row in table.values()) > 1:
                 sentences.append(metric_sentence(key, compared[key], table, labels))
-                if (extra := baseline_sentence(key, table, baseline)) is not None:
+                if (extra := baseline_sentence(key, table, baseline, labels)) is not None:
                     sentences.append(extra)
         if sentences:
             lines += [f"**{section}.** " + " ".join(sentences), ""]

@@ -430,6 +430,8 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
                 "",
             ]
         for key in HEADLINE_METRICS[section]:
+            if key in unranked:  # not ranked here: no probabilities of "better" either
+                continue
             improvement = improvement_table(scores, key)
             if improvement:
                 lines += [improvement, ""]

@@ -148,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     suite = load_suite(args.suite, args)
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
-    if args.count:  # for sizing a SLURM array
+    if args.count:  # for sizing a SLURM array; the data checked before the array starts
+        check_suite_data(suite)
         print(len(suite["variants"]) * len(protocol_classes(suite)) * len(suite["seeds"]))
         return 0
     check_ddp(args, gpus)
-    notes = [] if args.report_only else check_suite_data(suite)  # a setting every run would fail on: exit 2 now
+    # a setting every run would fail on: exit 2 now — once, not in each SLURM array task (they start together, and
+    # the job that submits them checks first: `compare --count` runs the same check)
+    checked = args.report_only or args.task_index is not None
+    notes = [] if checked else check_suite_data(suite)
     return run_suite(suite, args, out, gpus, notes)
 
 

@@ -40,7 +40,7 @@ from ae_lightning.evaluation.stages import Stages
 from ae_lightning.evaluation.views import write_latent_views
 from ae_lightning.files import atomic_path, atomic_torch_save, write_json_atomic
 from ae_lightning.lightning_cli import run_cli
-from ae_lightning.loggers import RunCSVLogger
+from ae_lightning.loggers import RunCSVLogger, keep_rows_up_to
 from ae_lightning.messages import warn
 from ae_lightning.suite.config import RunSpec
 from ae_lightning.variants import VARIANTS, AutoencoderBase
@@ -259,6 +259,9 @@ def run(run_dir: Path) -> dict[str, Any]:
     last = max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
     if last is not None:
         print(f"resuming from {last}", flush=True)
+    # rows after the checkpoint (or all, starting afresh) are logged again: keep metrics.csv free of duplicates
+    resumed_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"] if last else None
+    keep_rows_up_to(run_dir / "metrics.csv", resumed_step)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
     fit_seconds = time.perf_counter() - started

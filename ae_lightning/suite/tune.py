@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("results") / suite["name"]
     gpus = visible_gpus(os.environ, torch.cuda.device_count())
     check_ddp(args, gpus)
-    # the training files only: tuning never reads the test split (the final runs' compare checks the rest)
+    # the training files only: tuning never reads the test split (checked before the final runs, below)
     notes = [] if args.report_only or args.worker_index is not None else check_suite_data(suite, read_test=False)
     suite_id = establish_suite(out, suite)
     worker_index = args.worker_index if args.worker_index is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", 0))
@@ -483,4 +483,5 @@ def main(argv: list[str] | None = None) -> int:
             )
     if suite["wandb"]["mode"] == "offline":
         print(f"W&B trial runs are offline; upload them with: wandb sync {out}/tuning/*/trial*/wandb/offline-run-*")
-    return run_suite(tuned_suite(suite, summary), args, out, gpus)
+    final = tuned_suite(suite, summary)
+    return run_suite(final, args, out, gpus, [] if args.report_only else check_suite_data(final))
