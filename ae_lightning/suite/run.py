@@ -322,6 +322,9 @@ def run(run_dir: Path) -> dict[str, Any]:
             wandb_logger.log_image(key, images=[str(path)])  # TolerantWandbLogger: a failure is one warning
         try:
             wandb_logger.experiment.summary.update(metrics)
+            # Finish here, not at interpreter exit: finish() waits until W&B has written the run, so whoever reads
+            # the run directory after this process ends (the suite, `wandb sync`) finds it complete.
+            wandb_logger.experiment.finish()
         except Exception as err:
             warn(f"W&B summary not written: {err}")
     collapse = collapse_reason(metrics, settings)
