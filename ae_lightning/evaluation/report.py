@@ -317,10 +317,13 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     failed = [r for r in runs if r["status"] != "done"]
     collapsed = collapsed_runs(runs)
     labels = {variant: f"{variant} {COLLAPSE_MARK}" for variant in collapsed}
-    test_images = counted(records, "eval/test_images", None)
+    test_images = counted(records, "eval/test_images", None)  # as the report prints it: "200", "180 to 200"
+    # the smallest test split any run used, as a number (None for runs from before it was recorded)
+    smallest_test = min((int(r["metrics"]["eval/test_images"]) for r in records if "eval/test_images" in r["metrics"]),
+                        default=None)  # fmt: skip
     caveat_lines = collapse_lines(runs, collapsed) + caveats(
         seeds,
-        None if test_images == "None" else int(test_images.split(" ")[0]),
+        smallest_test,
         SMALL_TEST_SPLIT,
         len(failed),
         len(runs),
@@ -335,7 +338,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         f"{statistics_note} {likelihood_protocol(suite)}",
         "",
     ]
-    if test_images != "None" and int(test_images.split(" ")[0]) < SMALL_TEST_SPLIT:
+    if smallest_test is not None and smallest_test < SMALL_TEST_SPLIT:
         lines += [
             f"**Small test split: {test_images} images.** Every score here moves by chance from one test split of "
             "this size to another, beyond what the intervals over seeds show (they share the split): treat "
