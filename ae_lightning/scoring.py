@@ -18,9 +18,10 @@ import torch
 
 from ae_lightning.data import ImageDataModule, custom
 from ae_lightning.errors import ConfigError
+from ae_lightning.evaluation.anomaly import applicable_scores
 from ae_lightning.files import atomic_path
 from ae_lightning.loading import load
-from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasPosterior
+from ae_lightning.variants.base import ANOMALY_SCORES
 
 
 def read_images(path: Path) -> tuple[torch.Tensor, list[str]]:
@@ -65,7 +66,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     model = load(args.run)
-    applicable = [s for s in ANOMALY_SCORES if s not in POSTERIOR_SCORES or isinstance(model, HasPosterior)]
+    applicable = applicable_scores(model, ANOMALY_SCORES)
     wanted = args.scores or applicable
     for score in wanted:
         if score not in applicable:

@@ -87,7 +87,7 @@ def test_psnr_is_the_mean_over_images():
 def test_jacobian_norm_of_a_linear_encoder():
     model = Autoencoder(input_shape=(1, 4, 4), hidden_dims=[], latent_dim=3)
     images = (torch.rand(10, 1, 4, 4) * 255).to(torch.uint8)
-    weight = model.encoder[1].weight
+    weight = model.encoder[2].weight  # [0] the standardisation, [1] Flatten
     assert abs(mean_jacobian_frobenius(model, images, EvaluationSettings()) - weight.norm().item()) < 1e-5
 
 

@@ -38,10 +38,12 @@ FIT_CASES = {
     "DenoisingAutoencoder": ({}, 0.65),
     "SparseAutoencoder": ({}, 0.9),
     "VariationalAutoencoder": ({"beta": 0.1}, 0.8),
+    "MemoryAutoencoder": ({}, 0.65),  # measured 0.50 (1.0 without the batch norm before addressing)
 }
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+# Deep SVDD's codes shrink to a point by design: tests/test_one_class.py checks what it learns instead.
+@pytest.mark.parametrize("name", sorted(set(VARIANTS) - {"DeepSVDD"}))
 def test_short_fit_beats_the_mean_image(data_root, name):
     pl.seed_everything(0)
     noise = {"kind": "gaussian", "level": 0.05} if name == "DenoisingAutoencoder" else None

@@ -102,7 +102,7 @@ def test_channels_last_conv_networks(data_root):
     dm = ImageDataModule(name="cifar10", root=str(data_root), download=False, val_size=50, batch_size=25)
     trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
-    conv = model.encoder[0]
+    conv = model.encoder[1]  # [0] is the input standardisation
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert trainer.global_step == 1
 

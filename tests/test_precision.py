@@ -25,6 +25,8 @@ SETTINGS = {
     "WassersteinAutoencoder": {},
     "VectorQuantizedAutoencoder": {},
     "AdversarialAutoencoder": {},
+    "DeepSVDD": {"pretrain_epochs": 0},  # the one-class objective from the first step
+    "MemoryAutoencoder": {},
 }
 
 

@@ -59,23 +59,29 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.02)
 
 
+COSINE = ["--model.lr_schedule", "cosine", "--model.warmup_steps", "15"]
+
+
 @pytest.mark.parametrize(
-    "model",
+    "model, model_args",
     [
-        "VariationalAutoencoder",
-        "DenoisingAutoencoder",
-        "DropoutAutoencoder",
-        "WassersteinAutoencoder",
-        "AdversarialAutoencoder",  # two optimizers, manual optimisation: both states in checkpoints
+        ("VariationalAutoencoder", []),
+        ("DenoisingAutoencoder", []),
+        ("DropoutAutoencoder", []),
+        ("WassersteinAutoencoder", []),
+        ("AdversarialAutoencoder", COSINE),  # two optimizers and their schedules, manual optimisation
+        # the schedule's step; AuxK's dead-unit counts; Deep SVDD's centre and optimizer restart after the kill
+        ("SparseAutoencoder", ["--model.penalty", "topk", "--model.dead_after_samples", "100", *COSINE]),
+        ("DeepSVDD", ["--model.pretrain_epochs", "3", "--model.network", "mlp"]),
     ],
 )
-def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, data_root, tmp_path):
+def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, model_args, data_root, tmp_path):
     # 10 batches an epoch, a checkpoint every 7 steps: the kill lands mid-epoch. These variants draw random
     # numbers every step (reparameterisation, corruption, dropout, prior draws), so the random state must be
     # restored too.
     (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
     noise = ["--config", str(tmp_path / "noise.yaml")] if model == "DenoisingAutoencoder" else []
-    extra = [*noise, "--trainer.max_epochs", "12", "--resume_checkpoint.every_n_train_steps", "7"]
+    extra = [*noise, *model_args, "--trainer.max_epochs", "12", "--resume_checkpoint.every_n_train_steps", "7"]
     whole = cli(*fit_args(data_root, tmp_path / "whole", model, *extra), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
@@ -101,6 +107,8 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, da
     assert len(got["optimizer_states"]) == per_batch  # the AAE's discriminator optimizer is restored too
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(tensor, got["state_dict"][name]), name
+    if model_args is COSINE or "cosine" in model_args:
+        assert expected["lr_schedulers"] and expected["lr_schedulers"] == got["lr_schedulers"]
     best = [k for k in expected["callbacks"] if k.startswith("ModelCheckpoint")][0]
     assert torch.equal(expected["callbacks"][best]["best_model_score"], got["callbacks"][best]["best_model_score"])
 

@@ -65,6 +65,8 @@ def test_terms_per_variant():
         "WassersteinAutoencoder": {"loss", "recon", "mmd"},
         "VectorQuantizedAutoencoder": {"loss", "recon", "codebook", "commitment"},
         "AdversarialAutoencoder": {"loss", "recon", "adversarial", "discriminator"},
+        "DeepSVDD": {"loss", "recon"},  # pre-training; then {"loss", "svdd", "recon"} (tests/test_one_class.py)
+        "MemoryAutoencoder": {"loss", "recon", "entropy"},
     }
     assert set(expected) == set(VARIANTS)
     for name, keys in expected.items():

@@ -31,6 +31,7 @@ from ae_lightning.data.batch import Batch
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
 from ae_lightning.data.mvtec import load_mvtec
 from ae_lightning.data.shapes import load_shapes
+from ae_lightning.data.standardize import STANDARDIZE_MODES, image_statistics
 from ae_lightning.errors import ConfigError
 
 
@@ -225,6 +226,11 @@ class ImageDataModule(pl.LightningDataModule):
         loader: ``memory`` (index slicing in the training process, the fast path) or ``dataloader`` (a torch
             DataLoader with ``num_workers`` worker processes and, when training on a GPU, pinned memory).
         num_workers: worker processes of ``loader: dataloader`` (0: fetch in the training process).
+        standardize: ``none``; ``pixel`` (each pixel by its mean and spread over the training split, as PyOD) or
+            ``channel`` (one mean and spread per channel) — from the training split only (with ``normal_classes``
+            its normal images only); the model takes them when it starts training and keeps them in its checkpoint
+            (see ``data/standardize.py``). Batches stay images in [0, 1]: the model standardises.
+        standardize_floor: added to the spread (pixel values in [0, 1]) so a constant pixel does not divide by 0.
     """
 
     def __init__(
@@ -248,8 +254,14 @@ class ImageDataModule(pl.LightningDataModule):
         binarize: str = "none",
         read_test: bool = True,
         normal_classes: list[int] | None = None,
+        standardize: str = "none",
+        standardize_floor: float = 0.01,
     ) -> None:
         super().__init__()
+        if standardize not in STANDARDIZE_MODES:
+            raise ConfigError(f"data.standardize={standardize!r} is not known; allowed: {list(STANDARDIZE_MODES)}")
+        if not (math.isfinite(standardize_floor) and standardize_floor > 0):
+            raise ConfigError(f"data.standardize_floor={standardize_floor} must be a finite number > 0")
         self.source = sources.get_source(name)
         if binarize not in BINARIZE_MODES:
             raise ConfigError(f"data.binarize={binarize!r} is not known; allowed: {list(BINARIZE_MODES)}")
@@ -297,6 +309,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.loader, self.num_workers = loader, num_workers
         self.image_size, self.channels, self.test_root, self.test_size = image_size, channels, test_root, test_size
         self.binarize = binarize
+        self.standardize, self.standardize_floor = standardize, standardize_floor
+        # (mean, scale) of the training split, [C, H, W] each, where standardize is not none (set in setup)
+        self.input_statistics: tuple[Tensor, Tensor] | None = None
         self._own_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.splits: dict[str, Split] = {}
         self.read_test = read_test
@@ -413,6 +428,13 @@ class ImageDataModule(pl.LightningDataModule):
         if self.read_test:
             test_images = self._binarized(test_images, offset=5)
             self.splits["test"] = Split(test_images, test_labels, self._eval_corruption(test_images, offset=2))
+        if self.standardize != "none":
+            if len(train_images) < 2:
+                raise ConfigError(
+                    f"data.standardize={self.standardize!r} needs at least 2 training images; there are "
+                    f"{len(train_images)}"
+                )
+            self.input_statistics = image_statistics(train_images, self.standardize, self.standardize_floor)
 
     def evaluated_train_images(self) -> Tensor:
         """The training images as the evaluation reads them: under ``binarize: dynamic`` (kept grey for a fresh

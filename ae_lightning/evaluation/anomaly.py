@@ -8,6 +8,7 @@ Scores, higher = more anomalous, through the capability contract (never a class 
 - ``reconstruction``: per-image mean squared error of h(g(x)) against x — every variant (the DAE on clean inputs);
 - ``elbo``: the negative ELBO, −log p(x|z) + KL(q(z|x) ‖ p(z)) with one z ~ q(z|x) — models with a posterior;
 - ``iw_nll``: the importance-weighted NLL with ``anomaly_iw_samples`` draws (Burda et al.) — models with a posterior;
+- ``center_distance``: Deep SVDD's squared distance of the code to its centre — one-class models;
 - ``knn_code``: the mean Euclidean distance of a test code to its ``anomaly_knn`` nearest training codes, codes
   standardised by the training codes — every variant.
 
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
 
-from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasPosterior
+from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasCenter, HasPosterior
 
 SCORES = ANOMALY_SCORES
 
@@ -38,8 +39,14 @@ LOWER_IS_BETTER = {key for key in ANOMALY_KEYS if key.endswith("fpr_at_95tpr")}
 
 
 def applicable_scores(model, wanted: tuple[str, ...]) -> list[str]:
-    """The ``wanted`` scores this model can give (posterior scores only for models with a posterior)."""
-    return [score for score in wanted if score not in POSTERIOR_SCORES or isinstance(model, HasPosterior)]
+    """The ``wanted`` scores this model can give (posterior scores only for models with a posterior, the centre
+    distance only for one-class models)."""
+    return [
+        score
+        for score in wanted
+        if (score not in POSTERIOR_SCORES or isinstance(model, HasPosterior))
+        and (score != "center_distance" or isinstance(model, HasCenter))
+    ]
 
 
 def as_probabilities(scores: Tensor) -> Tensor:

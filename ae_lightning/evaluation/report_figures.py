@@ -239,6 +239,7 @@ SCORE_LABELS = {
     "elbo": "−ELBO (nats)",
     "iw_nll": "IW-NLL (nats)",
     "knn_code": "code k-NN distance (standardised)",
+    "center_distance": "distance to the one-class centre",
 }
 
 

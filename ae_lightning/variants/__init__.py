@@ -4,9 +4,11 @@ from ae_lightning.variants.adversarial import AdversarialAutoencoder
 from ae_lightning.variants.autoencoder import Autoencoder
 from ae_lightning.variants.base import AutoencoderBase
 from ae_lightning.variants.contractive import ContractiveAutoencoder
+from ae_lightning.variants.deep_svdd import DeepSVDD
 from ae_lightning.variants.denoising import DenoisingAutoencoder
 from ae_lightning.variants.dropout import DropoutAutoencoder
 from ae_lightning.variants.iwae import ImportanceWeightedAutoencoder
+from ae_lightning.variants.memae import MemoryAutoencoder
 from ae_lightning.variants.sparse import SparseAutoencoder
 from ae_lightning.variants.tcvae import BetaTCVAE
 from ae_lightning.variants.vae import VariationalAutoencoder
@@ -27,6 +29,8 @@ VARIANTS: dict[str, type[AutoencoderBase]] = {
         WassersteinAutoencoder,
         VectorQuantizedAutoencoder,
         AdversarialAutoencoder,
+        DeepSVDD,
+        MemoryAutoencoder,
     )
 }
 

@@ -75,6 +75,8 @@ class AdversarialAutoencoder(AutoencoderBase):
             self.manual_backward(loss + discriminator)
             autoencoder_optimizer.step()
             discriminator_optimizer.step()
+            for scheduler in self.lr_schedulers() or []:  # manual optimisation steps its schedules itself
+                scheduler.step()
         return {"loss": loss, "recon": recon, "adversarial": fool, "discriminator": discriminator}
 
     @torch.no_grad()
@@ -85,7 +87,7 @@ class AdversarialAutoencoder(AutoencoderBase):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
         autoencoder = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
-        return [
+        return self.with_schedule(
             torch.optim.AdamW(autoencoder, lr=hp.learning_rate, weight_decay=hp.weight_decay),
             torch.optim.AdamW(self.discriminator.parameters(), lr=hp.discriminator_learning_rate, weight_decay=0),
-        ]
+        )

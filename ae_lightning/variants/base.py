@@ -21,7 +21,7 @@ losses, RNG state per rank in checkpoints — belong to every variant alike.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
@@ -31,10 +31,11 @@ import torchmetrics
 from torch import Tensor, nn
 
 from ae_lightning.data.batch import Batch
+from ae_lightning.data.standardize import Standardize
 from ae_lightning.devices import HostCopy
 from ae_lightning.distances import knn_distance
 from ae_lightning.errors import ConfigError, NonFiniteLossError
-from ae_lightning.nets import build_networks, resolve_network
+from ae_lightning.nets import build_networks, check_layers, resolve_network
 from ae_lightning.seeding import derive_seed
 from ae_lightning.variants.shims import FastAttributes, should_log_step, store_training_step_signature
 
@@ -88,8 +89,15 @@ class HasCodebook(Protocol):
     def code_indices(self, x: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
+class HasCenter(Protocol):
+    """A one-class model (Deep SVDD): ``center_distance(x)`` is each image's squared distance to its centre."""
+
+    def center_distance(self, x: Tensor) -> Tensor: ...
+
+
 # Anomaly scores (higher = more anomalous), see AutoencoderBase.anomaly_score
-ANOMALY_SCORES = ("reconstruction", "elbo", "iw_nll", "knn_code")
+ANOMALY_SCORES = ("reconstruction", "elbo", "iw_nll", "knn_code", "center_distance")
 POSTERIOR_SCORES = ("elbo", "iw_nll")
 
 
@@ -110,6 +118,19 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             their keys). Off by default: compiling costs time up front and helps mostly on GPUs.
         channels_last: conv networks in channels-last memory format (faster convolutions with tensor cores under
             mixed precision; off by default, no gain for MLPs or on CPUs).
+        normalization: hidden-layer normalisation, ``none``, ``batch`` or ``group`` (conv, lenet); None = the
+            network's default (none for mlp and conv, batch for lenet).
+        activation: ``relu``, ``leaky_relu``, ``gelu`` or ``silu``; None = the network's default (leaky ReLU for
+            lenet, else ReLU).
+        residual: conv network: a residual block after every stage.
+        lr_schedule: ``constant`` or ``cosine`` — linear warm-up over ``warmup_steps`` optimizer steps, then cosine
+            decay to 0 at the end of training (``max_epochs``/``max_steps``); stepped every optimizer step and saved
+            in checkpoints, so a resumed run continues the same schedule.
+        warmup_steps: the cosine schedule's warm-up (0: none).
+
+    Input standardisation (``data.standardize``) is set from the data module's training statistics when training
+    starts (``setup``) and travels in the checkpoint (the encoder's first layer, ``data/standardize.py``); the
+    reconstruction loss and the ``reconstruction`` anomaly score are then squared errors in the standardised space.
     """
 
     sigmoid_codes = False  # True where codes live in (0, 1): the battery then counts z < 0.05 as inactive
@@ -130,6 +151,11 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         nonfinite: str = "stop",
         compile_networks: bool = False,
         channels_last: bool = False,
+        normalization: str | None = None,
+        activation: str | None = None,
+        residual: bool = False,
+        lr_schedule: str = "constant",
+        warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         if latent_dim < 1:
@@ -144,11 +170,17 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             raise ConfigError(f"model.input_shape={list(input_shape)} must be (channels, height, width)")
         if nonfinite not in ("stop", "skip"):
             raise ConfigError(f"model.nonfinite={nonfinite!r} is not known; allowed: ['skip', 'stop']")
-        resolve_network(network, input_shape)  # fails early on an unknown name
+        check_layers(normalization, activation, residual, resolve_network(network, input_shape))  # fails early
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"model.lr_schedule={lr_schedule!r} is not known; allowed: {list(LR_SCHEDULES)}")
+        if warmup_steps < 0 or (warmup_steps > 0 and lr_schedule == "constant"):
+            raise ConfigError(
+                f"model.warmup_steps={warmup_steps} must be >= 0 and is used by lr_schedule 'cosine' only"
+            )
         self.save_hyperparameters()
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
-        self.distance = DISTANCES[distance]
+        self._distance = DISTANCES[distance]
         self.skipped_batches = torchmetrics.SumMetric()
         # read on every step: plain booleans, not a lookup in hparams each time
         self._stop_on_nonfinite, self._skip_nonfinite = nonfinite == "stop", nonfinite == "skip"
@@ -156,12 +188,38 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         self.val_mse = torchmetrics.MeanSquaredError()
         self.test_mse = torchmetrics.MeanSquaredError()
 
-    def make_networks(self, code_dim: int | None = None, **dropout: float) -> tuple[nn.Module, nn.Module]:
-        """The encoder g (x → R^code_dim, default latent_dim) and decoder h (z → logits) these hparams describe."""
+    def make_networks(
+        self, code_dim: int | None = None, bias: bool = True, **dropout: float
+    ) -> tuple[nn.Sequential, nn.Module]:
+        """The encoder g (x → R^code_dim, default latent_dim) and decoder h (z → outputs) these hparams describe;
+        the encoder's first layer is the input standardisation."""
         hp = self.hparams
         return build_networks(
-            hp.network, self.input_shape, code_dim or self.latent_dim, self.latent_dim, hp.hidden_dims, **dropout
+            hp.network,
+            self.input_shape,
+            code_dim or self.latent_dim,
+            self.latent_dim,
+            hp.hidden_dims,
+            normalization=hp.normalization,
+            activation=hp.activation,
+            residual=hp.residual,
+            bias=bias,
+            **dropout,
         )
+
+    @property
+    def standardizer(self) -> Standardize:
+        """The input standardisation, the encoder's first layer (the identity unless ``data.standardize``)."""
+        return self.encoder[0]
+
+    def distance(self, outputs: Tensor, x: Tensor) -> Tensor:
+        """The reconstruction loss of the decoder's ``outputs`` against x, a mean over pixels and batch:
+        ``model.distance`` (MSE or BCE of σ(outputs)) on images in [0, 1], or the MSE of the outputs against the
+        standardised x where inputs are standardised (the decoder then reconstructs in that space)."""
+        standardizer = self.standardizer
+        if standardizer.active:
+            return F.mse_loss(outputs.float(), standardizer(x.float()))
+        return self._distance(outputs, x)
 
     # --- the model: g, h and the reconstruction ---------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -170,7 +228,7 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
 
     def decode(self, z: Tensor) -> Tensor:
         """x̂ = h(z), an image in [0, 1] (contiguous, also from channels-last networks)."""
-        return torch.sigmoid(self.decoder(z)).contiguous()
+        return self.standardizer.to_image(self.decoder(z)).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         """The reconstruction h(g(x)), shaped like x."""
@@ -204,6 +262,7 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         - ``reconstruction``: mean squared error per pixel of h(g(x)) against x (every variant; a DAE on x itself);
         - ``elbo``, ``iw_nll``: −ELBO and the importance-weighted NLL (``iw_samples`` draws), in nats — models with
           a posterior;
+        - ``center_distance``: ‖φ(x) − c‖², the squared distance of the code to the centre — Deep SVDD;
         - ``knn_code``: mean distance of the image's code to its ``k`` nearest ``reference_codes`` (the codes of
           the normal training images, ``model.encode``), codes standardised by the reference codes.
         """
@@ -212,6 +271,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         if score in POSTERIOR_SCORES and not isinstance(self, HasPosterior):
             allowed = [s for s in ANOMALY_SCORES if s not in POSTERIOR_SCORES]
             raise ConfigError(f"score={score!r} needs a posterior; {type(self).__name__} has none (allowed: {allowed})")
+        if score == "center_distance" and not isinstance(self, HasCenter):
+            raise ConfigError(f"score='center_distance' needs a one-class centre; {type(self).__name__} has none")
         if score == "knn_code" and reference_codes is None:
             raise ConfigError("score='knn_code' needs reference_codes: the codes of normal training images")
         if score == "reconstruction":
@@ -225,6 +286,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
                 x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
                 if score == "elbo":
                     scores.append(self.negative_elbo(x))
+                elif score == "center_distance":
+                    scores.append(self.center_distance(x))
                 elif score == "iw_nll":
                     parts = x.split(max(1, batch_size // 50))
                     scores.append(torch.cat([self.iw_nll(part, iw_samples) for part in parts]))
@@ -239,8 +302,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
     @torch.no_grad()
     def anomaly_map(self, images: Tensor, batch_size: int = 500) -> Tensor:
         """Per-pixel anomaly scores, [N, H, W]: the squared error of h(g(x)) against x, averaged over channels
-        (where on the image the reconstruction fails; the ``reconstruction`` score is its mean). ``images`` as in
-        ``anomaly_score``."""
+        (where on the image the reconstruction fails; the ``reconstruction`` score is its mean), in the
+        standardised space where inputs are standardised. ``images`` as in ``anomaly_score``."""
         was_training = self.training
         self.eval()
         maps = []
@@ -248,7 +311,7 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
             for chunk in images.split(batch_size):
                 x = chunk.to(self.device)
                 x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-                maps.append((self(x).float() - x).pow(2).mean(1))
+                maps.append(self.standardizer.error(self(x), x).mean(1))
         finally:
             self.train(was_training)
         return torch.cat(maps)
@@ -339,10 +402,40 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         codes = self.encode(batch.clean)
         return {"codes": codes, "reconstructions": self.decode(codes), "labels": batch.label}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
             self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
         )
+        return self.with_schedule(optimizer)
+
+    def with_schedule(self, *optimizers: torch.optim.Optimizer):
+        """What ``configure_optimizers`` returns for these optimizers under ``lr_schedule``: the optimizers alone
+        (constant), or each with its warm-up + cosine scheduler, stepped every optimizer step."""
+        if self.hparams.lr_schedule == "constant":
+            return optimizers[0] if len(optimizers) == 1 else list(optimizers)
+        # The length of training is read lazily (after the first step): Trainer.estimated_stepping_batches here
+        # would build the training loader before a resumed run restores its place in the epoch, and lose it.
+        total, warmup = self._scheduled_steps, self.hparams.warmup_steps
+        schedules = [
+            {"optimizer": opt, "lr_scheduler": {"scheduler": warmup_cosine(opt, warmup, total), "interval": "step"}}
+            for opt in optimizers
+        ]
+        return schedules[0] if len(schedules) == 1 else schedules
+
+    def _scheduled_steps(self) -> int:
+        trainer = self.attached_trainer
+        steps = trainer.estimated_stepping_batches if trainer is not None else float("inf")
+        if not math.isfinite(steps):
+            raise ConfigError(
+                "model.lr_schedule='cosine' decays to 0 at the end of training: set trainer.max_epochs or max_steps"
+            )
+        steps = int(steps)
+        if self.hparams.warmup_steps >= steps:
+            raise ConfigError(
+                f"model.warmup_steps={self.hparams.warmup_steps} must be fewer than the {steps} optimizer steps "
+                "this training takes"
+            )
+        return steps
 
     # --- checkpoints: exact resume, and no loading into the wrong variant -----------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -376,6 +469,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
         self._rng_to_restore = saved if "rng" in saved else None
 
     def on_train_start(self) -> None:
+        if self.hparams.lr_schedule == "cosine":  # here, after a resumed run has restored its loader's place
+            self._scheduled_steps()  # an endless or too short training is refused before the first step
         # Random draws (training noise, dropout, VAE sampling) continue where the checkpoint left them, so a resumed
         # run is bitwise the run that was not interrupted. Restored here: after the sanity check, before any batch.
         # A fresh start seeds the training stream of each rank from the run seed (init used the seed itself): every
@@ -407,6 +502,41 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
                 f"model.input_shape={list(self.input_shape)} does not match the data: {datamodule.name} images are "
                 f"{list(data_shape)} (leave input_shape unset and the CLI links it from the data)"
             )
+        statistics = getattr(datamodule, "input_statistics", None) if stage == "fit" else None
+        if statistics is not None:  # a resumed run then loads the same values from its checkpoint
+            self.check_standardizable(datamodule.standardize)
+            self.standardizer.set_statistics(*statistics)
+
+    def check_standardizable(self, mode: str) -> None:
+        """Fail where standardised inputs cannot work with this model: BCE compares images in [0, 1]."""
+        if self.hparams.distance == "bce":
+            raise ConfigError(
+                f"data.standardize={mode!r} reconstructs in the standardised space, where model.distance='bce' "
+                "(images in [0, 1]) does not apply: use model.distance mse or data.standardize none"
+            )
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int | Callable[[], int]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr · (t + 1)/(warmup + 1) during warm-up, then lr · ½(1 + cos(π·(t − warmup)/(total − warmup))).
+    ``total_steps`` may be a function, called once when first needed (after the first step, never at t = 0)."""
+    resolved: list[int] = []
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if step == warmup_steps:
+            return 1.0
+        if not resolved:
+            resolved.append(total_steps() if callable(total_steps) else total_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, resolved[0] - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def rng_states() -> dict:

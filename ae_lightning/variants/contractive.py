@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ae_lightning.data.batch import Batch
+from ae_lightning.data.standardize import Standardize
 from ae_lightning.errors import ConfigError
 from ae_lightning.variants.base import AutoencoderBase, non_negative
 
@@ -44,7 +45,7 @@ def jacobian_frobenius_estimate(encode: Encoder, x: Tensor) -> Tensor:
     return jv.pow(2).flatten(1).sum(dim=1)
 
 
-FUSED_JVP_LAYERS = (nn.Flatten, nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid)
+FUSED_JVP_LAYERS = (Standardize, nn.Flatten, nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid)
 
 
 def supports_fused_jvp(encoder: nn.Module) -> bool:
@@ -61,7 +62,9 @@ def encode_with_jvp(encoder: nn.Sequential, x: Tensor, v: Tensor) -> tuple[Tenso
     """
     point, tangent = x, v
     for layer in encoder:
-        if isinstance(layer, nn.Flatten):
+        if isinstance(layer, Standardize):  # (x − m)/s: the tangent is divided by s
+            point, tangent = layer(point), (tangent / layer.scale if layer.active else tangent)
+        elif isinstance(layer, nn.Flatten):
             point, tangent = layer(point), layer(tangent)
         elif isinstance(layer, (nn.Linear, nn.Conv2d)):
             both = (
@@ -103,6 +106,11 @@ class ContractiveAutoencoder(AutoencoderBase):
         super().__init__(**kwargs)
         self.contractive_weight = non_negative("contractive_weight", contractive_weight)
         self.encoder, self.decoder = self.make_networks()
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules()):
+            raise ConfigError(
+                "ContractiveAutoencoder: ∂g(x)/∂x of one image is not defined through batch normalisation (it mixes "
+                "the images of a batch): set model.normalization to none or group"
+            )
         linear_layers = [m for m in self.encoder.modules() if isinstance(m, nn.Linear)]
         single_layer = len(linear_layers) == 1 and not any(isinstance(m, nn.Conv2d) for m in self.encoder.modules())
         if single_layer:
@@ -126,8 +134,10 @@ class ContractiveAutoencoder(AutoencoderBase):
         where the method allows. Works under inference mode too (validation, test)."""
         if self.jacobian == "closed_form":
             z = self.encode(x)
-            linear = self.encoder[-2]  # the single layer: Flatten, Linear, Sigmoid
-            return z, jacobian_frobenius_closed_form(z, linear.weight)
+            linear = self.encoder[-2]  # the single layer: Standardize, Flatten, Linear, Sigmoid
+            # standardised inputs: g(x) = σ(W·(x − m)/s + b), so ∂g/∂x uses the columns of W divided by s
+            weight = linear.weight / self.standardizer.scale.flatten() if self.standardizer.active else linear.weight
+            return z, jacobian_frobenius_closed_form(z, weight)
         if self.jacobian == "estimate" and supports_fused_jvp(self.encoder):
             z, jv = encode_with_jvp(self.encoder, x, torch.randn_like(x))
             return z, jv.pow(2).flatten(1).sum(dim=1)

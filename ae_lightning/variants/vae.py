@@ -98,6 +98,12 @@ class VariationalAutoencoder(AutoencoderBase):
     def encode(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]
 
+    def check_standardizable(self, mode: str) -> None:
+        raise ConfigError(
+            f"data.standardize={mode!r}: {type(self).__name__}'s likelihood p(x|z) is over images in [0, 1] (its nats "
+            "are comparable only there): use data.standardize none"
+        )
+
     def negative_log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         if self.likelihood == "bernoulli":
             return bernoulli_nll(logits, x)

@@ -53,8 +53,7 @@ class WassersteinAutoencoder(AutoencoderBase):
         if len(x) < 2:
             raise ConfigError("WassersteinAutoencoder needs batches of at least 2 images (the MMD compares codes)")
         z = self.encode(x)
-        reconstruction = torch.sigmoid(self.decoder(z).float())
-        recon = (reconstruction - x.float()).pow(2).flatten(1).sum(1).mean()
+        recon = self.distance(self.decoder(z), x) * x[0].numel()  # ‖x − h(z)‖² per image, mean over the batch
         prior = torch.randn_like(z, dtype=torch.float32) * self.prior_std
         mmd = mmd_unbiased(z.float(), prior, base_scale=2 * self.latent_dim * self.prior_std**2)
         return {"loss": recon + self.mmd_weight * mmd, "recon": recon, "mmd": mmd}
