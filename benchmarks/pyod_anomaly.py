@@ -6,7 +6,9 @@ nothing (k-NN distance in pixel space, PCA reconstruction error).
 - ours: ``Autoencoder`` with its defaults (MLP 784-512-256-32, Adam 1e-3), batch 128, the reconstruction-error score;
 - PyOD default: ``pyod.models.auto_encoder.AutoEncoder`` as its users get it (hidden 64-32, batch norm, dropout
   0.2, standardised inputs), batch 128, its ``decision_function``;
-- PyOD, our widths: the same detector with hidden 512-256-32, no batch norm, no dropout, raw [0, 1] inputs.
+- PyOD, our widths: the same detector with hidden 512-256-32, no batch norm, no dropout, raw [0, 1] inputs;
+- PyOD DeepSVDD: ``pyod.models.deep_svdd.DeepSVDD`` as its users get it (an MLP 64-32, standardised inputs, centre
+  from the initial codes, batch 128 like the others), ``--epochs`` epochs; ``--no-deep-svdd`` leaves it out.
 
     python benchmarks/pyod_anomaly.py --data-root DATA --json benchmarks/pyod_anomaly.json
     python benchmarks/pyod_anomaly.py --data-root DATA --classes 0 3 --seeds 0 --epochs 2    # a quick look
@@ -30,6 +32,7 @@ from ae_lightning.evaluation.anomaly import detection_metrics
 from ae_lightning.evaluation.baseline import anomaly_baselines
 
 BATCH, VAL_SIZE = 128, 6000
+SHOWN_NOT = ("json", "no_deep_svdd")  # options the recorded command writes otherwise (or not at all)
 
 
 def splits(name: str, root: str, normal: int):
@@ -72,6 +75,17 @@ def pyod(train: torch.Tensor, test: torch.Tensor, epochs: int, seed: int, our_wi
     return torch.from_numpy(detector.decision_function(x_test)), seconds
 
 
+def pyod_deep_svdd(train: torch.Tensor, test: torch.Tensor, epochs: int, seed: int):
+    from pyod.models.deep_svdd import DeepSVDD
+
+    x_train, x_test = (train.flatten(1).float() / 255).numpy(), (test.flatten(1).float() / 255).numpy()
+    detector = DeepSVDD(n_features=x_train.shape[1], epochs=epochs, batch_size=BATCH, random_state=seed, verbose=0)
+    started = time.perf_counter()
+    detector.fit(x_train)
+    seconds = time.perf_counter() - started
+    return torch.from_numpy(detector.decision_function(x_test)), seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="data")
@@ -80,9 +94,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--no-deep-svdd", action="store_true", help="leave PyOD's DeepSVDD out")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     detectors = ("ae-lightning AE", "PyOD AutoEncoder (defaults)", "PyOD AutoEncoder (our widths)")
+    if not args.no_deep_svdd:
+        detectors += ("PyOD DeepSVDD (defaults)",)
     rows = []
     for normal in args.classes:
         dm, train, test, is_anomaly = splits(args.dataset, args.data_root, normal)
@@ -98,6 +115,8 @@ def main() -> None:
             for seed in args.seeds:
                 if name.startswith("ae-lightning"):
                     scores, took = ours(dm, test, args.epochs, seed)
+                elif "DeepSVDD" in name:
+                    scores, took = pyod_deep_svdd(train, test, args.epochs, seed)
                 else:
                     scores, took = pyod(train, test, args.epochs, seed, our_widths="our widths" in name)
                 aurocs.append(detection_metrics(scores, is_anomaly)["auroc"])
@@ -114,7 +133,11 @@ def main() -> None:
             json.dump(
                 {
                     "command": "python benchmarks/pyod_anomaly.py "
-                    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json"),
+                    + " ".join(
+                        f"--{k.replace('_', '-')} {v}"
+                        for k, v in vars(args).items()
+                        if k not in ("json", "no_deep_svdd")
+                    ),
                     "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                     "rows": rows,
                     "mean_over_classes": means,

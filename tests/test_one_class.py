@@ -8,7 +8,6 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import quiet_trainer
 from torch import nn
 
 from ae_lightning import DeepSVDD, ImageDataModule, MemoryAutoencoder, load
@@ -16,6 +15,8 @@ from ae_lightning.data.batch import Batch
 from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.anomaly import applicable_scores
 from ae_lightning.variants.memae import addressing_entropy, memory_weights
+
+from conftest import quiet_trainer
 
 
 def one_class_data(data_root, normal_classes=(0, 1, 2, 3, 4), **kwargs) -> ImageDataModule:

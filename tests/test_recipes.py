@@ -8,7 +8,6 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import quiet_trainer
 from torch import nn
 
 from ae_lightning import VARIANTS, Autoencoder, ImageDataModule, SparseAutoencoder, VariationalAutoencoder, load
@@ -18,6 +17,8 @@ from ae_lightning.errors import ConfigError
 from ae_lightning.nets.conv import ResidualBlock
 from ae_lightning.variants.base import warmup_cosine
 from ae_lightning.variants.sparse import top_k_of_dead
+
+from conftest import quiet_trainer
 
 
 def data(data_root, **kwargs) -> ImageDataModule:

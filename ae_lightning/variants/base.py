@@ -430,6 +430,8 @@ class AutoencoderBase(FastAttributes, pl.LightningModule):
                 "model.lr_schedule='cosine' decays to 0 at the end of training: set trainer.max_epochs or max_steps"
             )
         steps = int(steps)
+        if trainer is not None and trainer.fast_dev_run:  # a smoke run: whatever the schedule, one step or a few
+            return max(steps, self.hparams.warmup_steps + 1)
         if self.hparams.warmup_steps >= steps:
             raise ConfigError(
                 f"model.warmup_steps={self.hparams.warmup_steps} must be fewer than the {steps} optimizer steps "

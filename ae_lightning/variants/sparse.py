@@ -69,7 +69,7 @@ class SparseAutoencoder(AutoencoderBase):
         k_schedule_steps: int = 0,
         k_aux: int | None = None,
         aux_weight: float = 1 / 32,
-        dead_after_samples: int = 10_000,
+        dead_after_samples: int = 1_000,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,7 +82,7 @@ class SparseAutoencoder(AutoencoderBase):
             "k_schedule_steps": (k_schedule_steps, penalty != "topk" and k_schedule_steps != 0, "topk"),
             "k_aux": (k_aux, penalty != "topk" and k_aux is not None, "topk"),
             "aux_weight": (aux_weight, penalty != "topk" and aux_weight != 1 / 32, "topk"),
-            "dead_after_samples": (dead_after_samples, penalty != "topk" and dead_after_samples != 10_000, "topk"),
+            "dead_after_samples": (dead_after_samples, penalty != "topk" and dead_after_samples != 1_000, "topk"),
         }
         for name, (value, unused, used_by) in ignored.items():
             if unused:
