@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,43 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from datasets import make_data_root
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def share_cpus_between_workers() -> None:
+    """Under pytest-xdist (``-n N``), pin each worker to its own share of the CPUs this run may use, so N workers
+    never fight over the cores: torch in the worker and every process a test starts (suites, DDP ranks, CLI runs
+    inherit the affinity, and ae-lightning shares threads out from it) use that share only."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < count:
+        return
+    mine = cpus[int(worker.removeprefix("gw")) % count :: count]
+    os.sched_setaffinity(0, mine)
+    import torch
+
+    torch.set_num_threads(len(mine))
+
+
+share_cpus_between_workers()
+
+# Tests that must not run beside each other in parallel workers: one local SLURM cluster; the multi-process DDP tests
+# (their rendezvous ports and run directories). Each group runs on one worker, its tests one after another.
+SERIAL_GROUPS = {"test_slurm.py": "slurm", "test_distributed.py": "distributed"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        group = SERIAL_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def has_row(table: str, variant: str) -> bool:
+    """Whether a markdown table has a row for ``variant``, with or without the collapse mark † (whether a briefly
+    trained model collapses is its luck, not what a test of the plumbing checks)."""
+    return re.search(rf"^\| {re.escape(variant)}( †)? \|", table, re.MULTILINE) is not None
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_small_suite
+from conftest import has_row, write_small_suite
 from test_cli import SMALL_DATA, cli
 
 
@@ -155,7 +155,9 @@ def test_interrupted_suite_keeps_finished_runs_and_resumes_the_interrupted_one(d
     assert "resuming from" in log
     records = json.loads((out / "summary.json").read_text())
     assert [r["status"] for r in records] == ["done", "done"]
-    assert "| long |" in (out / "report.md").read_text() and "| short |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    # a row for each, whatever the mark: whether the resumed VAE collapses depends on where the kill landed
+    assert has_row(report, "long") and has_row(report, "short")
 
 
 def test_non_finite_loss_stops_at_once_naming_variant_step_and_term(data_root, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, write_small_suite
+from conftest import REPO, has_row, write_small_suite
 
 SLURM = REPO / "scripts" / "slurm"
 pytestmark = [
@@ -143,7 +143,7 @@ def test_suite_as_an_array_job_fills_the_results(cluster, data_root, tmp_path):
     for record in records:
         info = json.loads((tmp_path / record["run_dir"] / "run.json").read_text())
         assert info["suite_id"] == suite_id
-    assert "| AE |" in (out / "report.md").read_text() and (out / "metrics.png").is_file()
+    assert has_row((out / "report.md").read_text(), "AE") and (out / "metrics.png").is_file()
 
 
 def test_tuning_as_an_array_job_shares_one_study(cluster, data_root, tmp_path):

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+import yaml
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
@@ -243,6 +244,17 @@ SCORE_LABELS = {
 }
 
 
+def score_label(score: str, record: dict[str, Any]) -> str:
+    """The axis label of a run's score: a standardised run's reconstruction error is in the standardised space."""
+    config = Path(record.get("run_dir", "")) / "config.yaml"
+    standardize = "none"
+    if score == "reconstruction" and config.is_file():
+        standardize = ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("standardize", "none")
+    if standardize != "none":
+        return f"squared error per pixel, {standardize}-standardised"
+    return SCORE_LABELS.get(score, score)
+
+
 def anomaly_figures(
     chosen: dict[str, dict[str, Any]], out: Path, score: str = "reconstruction", scope: str = ""
 ) -> list[str]:
@@ -280,16 +292,24 @@ def anomaly_figures(
     rows = math.ceil(len(saved) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
     for axis, (variant, (scores, is_anomaly, seed)) in zip(axes.flat, saved.items()):
-        bins = torch.linspace(float(scores.min()), float(scores.max()), 41).numpy()
+        low, high = float(scores.min()), float(scores.max())
+        # a long right tail (standardised errors: a stray pixel where training never varied) on a log axis
+        wide = low > 0 and high / max(float(scores.quantile(0.01)), 1e-300) > 100
+        edges = torch.logspace(math.log10(low), math.log10(high), 41) if wide else torch.linspace(low, high, 41)
+        bins = edges.numpy()
         axis.hist(scores[~is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="normal")
         axis.hist(scores[is_anomaly].numpy(), bins=bins, alpha=0.6, density=True, label="anomalous")
+        if wide:
+            axis.set_xscale("log")
         axis.set_title(f"{variant} (seed {seed})", fontsize=9)
-        axis.set_xlabel(SCORE_LABELS.get(score, score), fontsize=8)
+        axis.set_xlabel(score_label(score, chosen[variant]), fontsize=8)
         axis.set_ylabel("density", fontsize=8)
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(saved) :]:
         axis.axis("off")
-    figure.suptitle(f"Score histograms: {SCORE_LABELS.get(score, score)}{scope}", fontsize=10)
+    labels = {score_label(score, chosen[variant]) for variant in saved}
+    title = labels.pop() if len(labels) == 1 else f"{score} (each panel's axis gives its space)"
+    figure.suptitle(f"Score histograms: {title}{scope}", fontsize=10)
     figure.tight_layout()
     figure.savefig(out / "anomaly_histograms.png", dpi=110)
     plt.close(figure)
