@@ -8,7 +8,7 @@ nothing (k-NN distance in pixel space, PCA reconstruction error).
   0.2, standardised inputs), batch 128, its ``decision_function``;
 - PyOD, our widths: the same detector with hidden 512-256-32, no batch norm, no dropout, raw [0, 1] inputs;
 - PyOD DeepSVDD: ``pyod.models.deep_svdd.DeepSVDD`` as its users get it (an MLP 64-32, standardised inputs, centre
-  from the initial codes, batch 128 like the others), ``--epochs`` epochs; ``--no-deep-svdd`` leaves it out.
+  from the initial codes, batch 128 like the others), ``--epochs`` epochs. ``--detectors`` picks some of them.
 
     python benchmarks/pyod_anomaly.py --data-root DATA --json benchmarks/pyod_anomaly.json
     python benchmarks/pyod_anomaly.py --data-root DATA --classes 0 3 --seeds 0 --epochs 2    # a quick look
@@ -32,7 +32,12 @@ from ae_lightning.evaluation.anomaly import detection_metrics
 from ae_lightning.evaluation.baseline import anomaly_baselines
 
 BATCH, VAL_SIZE = 128, 6000
-SHOWN_NOT = ("json", "no_deep_svdd")  # options the recorded command writes otherwise (or not at all)
+DETECTORS = (
+    "ae-lightning AE",
+    "PyOD AutoEncoder (defaults)",
+    "PyOD AutoEncoder (our widths)",
+    "PyOD DeepSVDD (defaults)",
+)
 
 
 def splits(name: str, root: str, normal: int):
@@ -94,12 +99,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--no-deep-svdd", action="store_true", help="leave PyOD's DeepSVDD out")
+    parser.add_argument(
+        "--detectors", nargs="+", choices=DETECTORS, default=list(DETECTORS), help="which detectors (default: all)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    detectors = ("ae-lightning AE", "PyOD AutoEncoder (defaults)", "PyOD AutoEncoder (our widths)")
-    if not args.no_deep_svdd:
-        detectors += ("PyOD DeepSVDD (defaults)",)
+    detectors = tuple(args.detectors)
     rows = []
     for normal in args.classes:
         dm, train, test, is_anomaly = splits(args.dataset, args.data_root, normal)

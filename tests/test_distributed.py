@@ -250,6 +250,26 @@ EVERY_VARIANT = ALL_SIX + [
     {"model": "WassersteinAutoencoder", "args": {"latent_dim": 8}},
     {"model": "VectorQuantizedAutoencoder", "args": {"latent_dim": 8, "ema_decay": 0.99, "dead_code_steps": 3}},
     {"model": "AdversarialAutoencoder", "args": {"latent_dim": 8}},
+    {"model": "DeepSVDD", "args": {"latent_dim": 8, "pretrain_epochs": 1}},  # both phases in the 2 epochs
+    {"model": "MemoryAutoencoder", "args": {"latent_dim": 8, "memory_size": 20}},
+    # the recipes: each network, standardised inputs, top-k with AuxK, the cosine schedule
+    {"name": "AE-lenet", "model": "Autoencoder", "args": {"network": "lenet"}},
+    {
+        "name": "AE-conv-bn-res",
+        "model": "Autoencoder",
+        "args": {"network": "conv", "normalization": "batch", "residual": True},
+    },
+    {
+        "name": "AE-std-mlp-bn",
+        "model": "Autoencoder",
+        "args": {"normalization": "batch"},
+        "data": {"standardize": "pixel"},
+    },
+    {
+        "name": "SAE-topk-auxk-cosine",
+        "model": "SparseAutoencoder",
+        "args": {"penalty": "topk", "k": 4, "latent_dim": 16, "dead_after_samples": 50, "lr_schedule": "cosine"},
+    },
 ]
 
 
@@ -257,6 +277,7 @@ def test_every_variant_is_in_the_ddp_and_bf16_suites():
     from ae_lightning import VARIANTS
 
     assert {v["model"] for v in EVERY_VARIANT} == set(VARIANTS)
+    assert {v["args"].get("network") for v in EVERY_VARIANT if "args" in v} >= {"lenet", "conv"}
 
 
 @pytest.mark.slow
