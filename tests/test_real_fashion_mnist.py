@@ -116,7 +116,7 @@ def test_the_shipped_fashion_mnist_suite_works_at_a_reduced_budget(fashion_root,
     assert not behind, (ae_probe, behind)
 
 
-@pytest.mark.parametrize("learning_rate", [1e-3, 3e-3, 1e-2])
+@pytest.mark.parametrize("learning_rate", [1e-3, 1e-2])  # the ends of the range
 def test_top_k_codes_with_auxk_keep_their_units_alive(learning_rate, fashion_root):
     """The top-8 of 64 code (fashion_mnist.yaml's SparseAE-top8) at a reduced budget (3 epochs' worth of batches, no
     k schedule), 3 seeds: at most 10 % of the units dead on the test split by the battery's own count. Measured at
