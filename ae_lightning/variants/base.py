@@ -14,9 +14,8 @@ Every variant is a LightningModule with
 The plumbing: hyperparameters, networks by name, the optimizer, non-finite losses, exact resume (every rank's
 random state in checkpoints), GPU options. Speed shims that rest on Lightning internals live in ``shims.py``.
 
-(About 580 lines: the contract, the capabilities, ``anomaly_score``, the networks' options and the schedule, and the
-training plumbing — non-finite
-losses, RNG state per rank in checkpoints — belong to every variant alike.)
+(About 580 lines: the contract, the capabilities, ``anomaly_score``, the networks' options, the schedule and the
+training plumbing — non-finite losses, RNG state per rank in checkpoints — belong to every variant alike.)
 """
 
 from __future__ import annotations
