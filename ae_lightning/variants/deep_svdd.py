@@ -42,6 +42,11 @@ class DeepSVDD(AutoencoderBase):
         self.encoder, self.decoder = self.make_networks(bias=False)
         self.register_buffer("center", torch.zeros(self.latent_dim))
         self.register_buffer("center_set", torch.zeros((), dtype=torch.bool))
+        self.center_ready = False  # mirrors center_set as a plain bool: no device sync per training step
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.center_ready = bool(self.center_set)  # the checkpoint's phase, read once at load
 
     @torch.no_grad()
     def initial_center(self, images: Tensor, batch_size: int = 500) -> Tensor:
@@ -62,7 +67,7 @@ class DeepSVDD(AutoencoderBase):
         return torch.where(small, torch.where(center < 0, -self.center_eps, self.center_eps), center)
 
     def on_train_epoch_start(self) -> None:
-        if self.current_epoch < self.pretrain_epochs or bool(self.center_set):
+        if self.current_epoch < self.pretrain_epochs or self.center_ready:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "evaluated_train_images"):
@@ -71,6 +76,7 @@ class DeepSVDD(AutoencoderBase):
             )
         self.center.copy_(self.initial_center(datamodule.evaluated_train_images()))
         self.center_set.fill_(True)
+        self.center_ready = True
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()  # a fresh start of the moments for the new objective
 
@@ -81,7 +87,7 @@ class DeepSVDD(AutoencoderBase):
     def training_step(self, batch: Batch, batch_idx: int = 0) -> dict[str, Tensor]:
         x = batch.clean
         z = self.encode(x)
-        if not bool(self.center_set):  # pre-training as an autoencoder
+        if not self.center_ready:  # pre-training as an autoencoder
             recon = self.distance(self.decoder(z), x)
             return {"loss": recon if self.training else torch.full_like(recon, math.inf), "recon": recon}
         svdd = (z.float() - self.center).pow(2).sum(1).mean()
