@@ -93,6 +93,8 @@ def test_deep_svdd_pretrains_then_fixes_the_centre_and_learns_to_pull_codes_in(d
     assert best["epoch"] >= 2 and bool(best["state_dict"]["center_set"])
     loaded = load(trainer.checkpoint_callback.best_model_path)
     assert torch.equal(loaded.center, best["state_dict"]["center"])
+    x = torch.rand(4, 1, 28, 28)  # a model loaded after the phase change trains Deep SVDD, not the pre-training AE
+    assert "svdd" in loaded.training_step(Batch(x, x, torch.zeros(4, dtype=torch.long)))
     # the score: ‖φ(x) − c‖², through anomaly_score, and higher for the other classes than for the normal one
     dm.setup()
     test = dm.splits["test"]
