@@ -24,7 +24,7 @@ from ae_lightning.lightning_cli import run_cli
 from ae_lightning.loggers import RunCSVLogger
 
 from conftest import REPO, write_small_suite
-from test_cli import SMALL_DATA, cli
+from test_cli import SMALL_DATA, cli, cli_in_process
 
 AE = {"name": "AE", "model": "Autoencoder", "args": {"latent_dim": 8}}
 VAE = {"name": "VAE", "model": "VariationalAutoencoder", "args": {"latent_dim": 8, "beta": 0.1}}
@@ -36,7 +36,9 @@ SHOW_WARNINGS = {"PYTHONWARNINGS": ""}
 
 def test_a_data_size_every_run_would_fail_on_is_one_message_before_anything_runs(tmp_path, data_root):
     suite = write_small_suite(tmp_path / "suite.yaml", data_root, "sizes", [AE, VAE], epochs=1, wandb_mode="disabled")
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), "--data.val_size", "5000", cwd=tmp_path)
+    result = cli_in_process(
+        "compare", str(suite), "--out", str(tmp_path / "out"), "--data.val_size", "5000", cwd=tmp_path
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(
         "ae-lightning: error: data.val_size=5000 must be smaller than the 600 training images of data.name mnist"
@@ -49,7 +51,7 @@ def test_a_data_size_every_run_would_fail_on_is_one_message_before_anything_runs
 def test_missing_data_of_one_variant_stops_the_suite_naming_it(tmp_path, data_root):
     elsewhere = {"name": "Elsewhere", "model": "Autoencoder", "data": {"root": str(tmp_path / "no-data")}}
     suite = write_small_suite(tmp_path / "suite.yaml", data_root, "missing", [AE, elsewhere], 1, "disabled")
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2
     assert "mnist: data files not found" in result.stderr and "this data setting is Elsewhere's" in result.stderr
     assert not (tmp_path / "out" / "runs").exists()
@@ -62,6 +64,7 @@ def test_counts_the_data_cannot_give_are_said_once_used_and_recorded(tmp_path, d
         "iw_samples": 5,
         "iw_images": 5000,
         "gen_samples": 5000,
+        "gen_min_images": 0,  # Fréchet distances from 200 images: forced, to see their count said and used
         "classifier_min_steps": 10,
         "classifier_epochs": 1,
     }
@@ -363,3 +366,42 @@ def test_a_restarted_run_logs_no_row_twice(tmp_path):
     assert path.read_text().splitlines() == ["epoch,step,train/loss", "0,49,1.0", "0,99,0.9"]
     keep_rows_up_to(path, None)  # no checkpoint: the run starts afresh, and so does its log
     assert not path.exists()
+
+
+def test_frechet_distances_too_small_to_mean_anything_are_skipped_and_said(tmp_path):
+    from ae_lightning.suite.preflight import count_notes
+
+    sizes = {"train": 500, "val": 100, "test": 200}
+    skipped = (
+        "Fréchet distances (gen/*) skipped: 200 test images, fewer than evaluation.gen_min_images=500 (below that "
+        "their bias swamps the differences between models); evaluation.gen_min_images: 0 computes them anyway"
+    )
+    assert skipped in count_notes(sizes, {"gen_samples": 5000})
+    forced = count_notes(sizes, {"gen_samples": 5000, "gen_min_images": 0})
+    assert skipped not in forced and any("the Fréchet distances compare 200" in note for note in forced)
+    # no variant that samples, or an anomaly suite: no note about a stage that does not run
+    assert not any("Fréchet" in note for note in count_notes(sizes, {"gen_samples": 5000}, generative=False))
+    assert not any("skipped" in note for note in count_notes({**sizes, "test": 800}, {"gen_samples": 5000}))
+    # the report's header says why there is no generative section
+    from ae_lightning.evaluation.report import write_report
+
+    suite = {
+        "name": "small",
+        "data": {"name": "mnist"},
+        "trainer": {"max_epochs": 1},
+        "evaluation": {"noise": {"kind": "gaussian", "level": 0.3}},
+        "variants": [{"name": v, "model": "Autoencoder", "data": {}} for v in "ABC"],
+        "wandb": {"mode": "disabled"},
+    }
+    records = synthetic_records(tmp_path, [0, 1], shared=False)
+    for record in records:
+        record["metrics"]["eval/gen_skipped_images"] = 200.0
+    write_report(tmp_path, suite, records)
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "No generative quality: Fréchet distances from 200 test images (fewer than evaluation.gen_min_images"
+        in (
+            report.split("\n## ", 2)[1]  # in the header, before the tables
+        )
+    )
+    assert "## Generative quality" not in report

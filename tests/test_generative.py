@@ -51,11 +51,20 @@ def test_the_classifier_is_cached_by_content_with_its_accuracy(data, cache):
 
 def test_only_models_that_sample_get_generative_metrics(data, cache):
     train, test = data
-    settings = EvaluationSettings(gen_samples=100, iw_samples=2, iw_images=10, jacobian_samples=10, fid_inception=False)
+    small = dict(gen_samples=100, iw_samples=2, iw_images=10, jacobian_samples=10, fid_inception=False)
+    settings = EvaluationSettings(**small, gen_min_images=0)  # forced: 100 images are below the default floor
     vae = evaluate(
         VariationalAutoencoder(latent_dim=4), train.images, train.labels, test.images, test.labels, settings, cache
     )
     assert vae["gen/fd_domain"] > 0 and 0 < vae["gen/classifier_accuracy"] <= 1
+    assert "eval/gen_skipped_images" not in vae and vae["eval/gen_samples"] == 100
+    # at the default floor (500) 100 images are too few: no Fréchet distance, and the number recorded for the report
+    unforced = evaluate(
+        VariationalAutoencoder(latent_dim=4), train.images, train.labels, test.images, test.labels,
+        EvaluationSettings(**small), cache,
+    )  # fmt: skip
+    assert not any(key.startswith("gen/") for key in unforced) and "eval/generative_seconds" not in unforced
+    assert unforced["eval/gen_skipped_images"] == 100
     ae = evaluate(Autoencoder(latent_dim=4), train.images, train.labels, test.images, test.labels, settings, cache)
     assert "gen/fd_domain" not in ae
 

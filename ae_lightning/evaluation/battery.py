@@ -109,6 +109,9 @@ class EvaluationSettings:
     iw_images: int | None = None
     device: str | None = None  # where the battery runs; None: the device the run trained on
     gen_samples: int = 5000  # prior samples (and test images) the Fréchet distances compare: they move with it
+    # … and below this many the stage is skipped: a Fréchet distance estimates two 128-d covariances, and from fewer
+    # than ~4× that many images its bias swamps the differences between models (0 computes it at any size)
+    gen_min_images: int = 500
     fid_inception: bool = True  # try torchmetrics' Inception FID (skipped with one line where it cannot run)
     classifier_epochs: int = 3  # the domain classifier of gen/fd_domain: epochs over the training split …
     classifier_min_steps: int = 600  # … or more, until this many steps (small datasets)
@@ -475,12 +478,16 @@ def evaluate(
         with stages("codebook", "codebook usage"):
             results |= codebook_metrics(model, test_images, settings)
     # no generative metrics in anomaly detection: the domain classifier would know the normal classes only
+    samples = min(settings.gen_samples, len(test_images))
     if isinstance(model, Samples) and classifier_cache is not None and test_is_anomaly is None:
-        samples = min(settings.gen_samples, len(test_images))
-        with stages("generative", f"Fréchet distances of {samples} prior samples to {samples} test images") as progress:
-            results |= generative_metrics(
-                model, train_images, train_labels, test_images, test_labels, settings, classifier_cache, progress
-            )
+        if samples < settings.gen_min_images:  # recorded, so the report says why there is no generative section
+            results["eval/gen_skipped_images"] = float(samples)
+        else:
+            what = f"Fréchet distances of {samples} prior samples to {samples} test images"
+            with stages("generative", what) as progress:
+                results |= generative_metrics(
+                    model, train_images, train_labels, test_images, test_labels, settings, classifier_cache, progress
+                )
     results["code/collapsed"] = float(collapse_reason(results, settings) is not None)
     return results | stages.metrics()
 

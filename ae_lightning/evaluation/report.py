@@ -345,6 +345,16 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             "small differences as unresolved.",
             "",
         ]
+    skipped = [r for r in records if "eval/gen_skipped_images" in r["metrics"]]
+    if skipped:
+        skipped = counted(skipped, "eval/gen_skipped_images", None)
+        floor = suite["evaluation"].get("gen_min_images", EvaluationSettings.gen_min_images)
+        lines += [
+            f"No generative quality: Fréchet distances from {skipped} test images (fewer than "
+            f"evaluation.gen_min_images={floor}) would measure their own bias, not the models; "
+            "`evaluation.gen_min_images: 0` computes them anyway.",
+            "",
+        ]
     normal = suite["data"].get("normal_classes")
     if classes:
         lines += [

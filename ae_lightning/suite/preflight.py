@@ -13,6 +13,8 @@ from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError, DataNotFoundError
 from ae_lightning.evaluation.battery import SMALL_TEST_SPLIT, EvaluationSettings
 from ae_lightning.suite.config import SuiteConfig, variant_data
+from ae_lightning.variants import VARIANTS
+from ae_lightning.variants.base import Samples
 
 # Data settings that change how images are served or corrupted in training, not which images there are.
 SERVING_KEYS = ("noise", "batch_size", "num_workers", "loader", "data_on_device", "shuffle_seed", "predict_split")
@@ -27,16 +29,28 @@ def split_sizes(data: dict[str, Any], read_test: bool = True) -> dict[str, int]:
     return {split: len(images.images) for split, images in datamodule.splits.items()}
 
 
-def count_notes(sizes: dict[str, int], evaluation: dict[str, Any]) -> list[str]:
-    """One line per evaluation count the data cannot give, saying what the battery will use instead."""
+def count_notes(sizes: dict[str, int], evaluation: dict[str, Any], generative: bool = True) -> list[str]:
+    """One line per evaluation count the data cannot give, saying what the battery will use instead; with
+    ``generative`` (a variant samples and the suite is not anomaly detection) the Fréchet distances' too, or why
+    they are skipped."""
     defaults = EvaluationSettings()
     wanted = {
         "probe_train_samples": ("train", "the probes fit on"),
         "jacobian_samples": ("test", "the Jacobian norm averages"),
         "iw_images": ("test", "the importance-weighted NLL averages"),
-        "gen_samples": ("test", "the Fréchet distances compare"),
     }
     notes = []
+    if generative and "test" in sizes:
+        samples = min(evaluation.get("gen_samples", defaults.gen_samples), sizes["test"])
+        floor = evaluation.get("gen_min_images", defaults.gen_min_images)
+        if samples < floor:
+            notes.append(
+                f"Fréchet distances (gen/*) skipped: {samples} test images, fewer than evaluation.gen_min_images="
+                f"{floor} (below that their bias swamps the differences between models); evaluation.gen_min_images:"
+                " 0 computes them anyway"
+            )
+        else:
+            wanted["gen_samples"] = ("test", "the Fréchet distances compare")
     for key, (split, use) in wanted.items():
         count = evaluation.get(key, getattr(defaults, key))
         if count is not None and split in sizes and count > sizes[split]:
@@ -73,5 +87,9 @@ def check_suite_data(suite: SuiteConfig, read_test: bool = True) -> list[str]:
             used_by = [v["name"] for v in suite["variants"] if images_of(variant_data(suite, v)) == key]
             scope = "every variant" if len(used_by) == len(suite["variants"]) else ", ".join(used_by)
             raise type(err)(f"{err} — nothing was run: this data setting is {scope}'s") from None
-        notes += [note for note in count_notes(checked[key], suite["evaluation"]) if note not in notes]
+        generative = "one_class" not in suite and any(
+            "normal_classes" not in variant_data(suite, v) and issubclass(VARIANTS[v["model"]], Samples)
+            for v in suite["variants"]
+        )
+        notes += [note for note in count_notes(checked[key], suite["evaluation"], generative) if note not in notes]
     return notes
