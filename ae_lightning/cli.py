@@ -9,8 +9,6 @@ import sys
 from jsonargparse import ArgumentError
 
 from ae_lightning.errors import USER_ERRORS, ConfigError, find_user_error
-from ae_lightning.lightning_cli import run_cli
-from ae_lightning.variants import VARIANTS
 
 # Every subcommand, for `ae-lightning --help`: LightningCLI's (one run), the suite runner and the tuner.
 SUBCOMMANDS = {
@@ -38,6 +36,8 @@ def top_level_help() -> str:
 def check_model_argument(argv: list[str]) -> None:
     """A bad ``--model`` gets one line naming the value and the variants, before LightningCLI's parser (whose
     message for it runs to ~90 lines)."""
+    from ae_lightning.variants import VARIANTS
+
     for index, arg in enumerate(argv):
         if arg == "--model" and index + 1 < len(argv):
             value = argv[index + 1]
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
 
             sys.exit(tune_main(args[1:]))
         check_model_argument(args)
+        from ae_lightning.lightning_cli import run_cli  # here: --help and compare need none of Lightning's CLI
+
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns on every command)
     except ArgumentError as err:
         print(f"ae-lightning: error: {short_parse_error(err)}", file=sys.stderr)

@@ -18,7 +18,7 @@ from ae_lightning.suite.run import wandb_run_id
 
 from conftest import has_row, write_small_suite
 from datasets import write_image_folder, write_mvtec_like
-from test_cli import cli
+from test_cli import cli, cli_in_process
 
 
 def brute_auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
@@ -162,9 +162,10 @@ def anomaly_suite(tmp_path_factory, data_root):
         tmp_path / "a.yaml", data_root, "anomaly", variants, 1, "offline", seeds=[0, 1],
         one_class=PROTOCOL_CLASSES,
     )  # fmt: skip
-    count = cli("compare", str(suite), "--count", cwd=tmp_path)
+    count = cli_in_process("compare", str(suite), "--count", cwd=tmp_path)
     assert count.stdout.strip() == "8"  # variants × classes × seeds: the size of a SLURM array
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=900)
+    # two runs at once: each run's process spends most of its ~10 s starting up, which overlaps well on 2 cores
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), "--parallel", "2", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[8/8 VAE class 2 seed 1] done" in result.stdout
     return tmp_path / "out"
@@ -283,12 +284,12 @@ def test_bad_one_class_settings_are_refused_before_anything_runs(tmp_path, data_
     for extra, message in cases:
         own = extra.pop("variants", variants)
         suite = write_small_suite(tmp_path / "s.yaml", data_root, "bad", own, 1, "disabled", **extra)
-        result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+        result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert message in result.stderr, (message, result.stderr[-2000:])
         assert not (tmp_path / "out").exists()
     suite = write_small_suite(tmp_path / "s.yaml", data_root, "bad", variants, 1, "disabled", one_class=[1])
-    result = cli("tune", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = cli_in_process("tune", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "runs the one-class protocol (one_class=[1]); tune a suite" in result.stderr
 
 
@@ -297,7 +298,7 @@ def test_an_unknown_anomaly_score_is_refused_before_anything_runs(tmp_path, data
         tmp_path / "s.yaml", data_root, "bad", [{"model": "Autoencoder"}], 1, "disabled",
         evaluation={"anomaly_scores": ["reconstruction", "mahalanobis"]},
     )  # fmt: skip
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "evaluation.anomaly_scores: 'mahalanobis' is not a score; allowed: ['reconstruction'" in result.stderr
     assert not (tmp_path / "out" / "runs").exists()
@@ -357,7 +358,7 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
     ranks = sorted(rows, key=lambda r: int(r["rank"]))
     assert [int(r["rank"]) for r in ranks] == list(range(1, 31))
     assert float(ranks[0]["reconstruction"]) == max(float(r["reconstruction"]) for r in rows)
-    bad = cli("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--scores", "elbo", cwd=tmp_path)
+    bad = cli_in_process("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--scores", "elbo", cwd=tmp_path)
     assert bad.returncode == 2 and "--scores elbo: not a score of Autoencoder; allowed: ['reconstruction'" in bad.stderr
 
 

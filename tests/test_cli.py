@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from ae_lightning.cli import main
 from ae_lightning.lightning_cli import run_cli
 
 from conftest import REPO
@@ -25,6 +29,27 @@ def cli(*args: str, cwd: Path, timeout: int = 300, env: dict[str, str] | None = 
     return subprocess.run(
         [sys.executable, "-m", "ae_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``ae-lightning ARGS`` for a command that stops before any work (bad input: exit 2, one message; --help), run in
+    this process: the same ``main`` without a process's ~5 s of importing torch and Lightning. Commands that train,
+    and the tests that the entry point itself works, go through ``cli``."""
+    stdout, stderr, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main(list(args))
+                returncode = 0
+            except SystemExit as stop:
+                returncode = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:  # a traceback, as the process would print it
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["ae-lightning", *args], returncode, stdout.getvalue(), stderr.getvalue())
 
 
 def one_step(data_root: Path, tmp_path: Path, *configs: Path, extra: tuple[str, ...] = ()) -> None:
@@ -177,7 +202,7 @@ def test_fit_from_yaml_end_to_end_and_saved_config_reproduces(data_root, tmp_pat
 
 
 def test_print_config_shows_the_chosen_variant(tmp_path):
-    result = cli(
+    result = cli_in_process(
         "fit", "--model", "ContractiveAutoencoder", "--model.jacobian", "exact", "--print_config", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -185,7 +210,7 @@ def test_print_config_shows_the_chosen_variant(tmp_path):
 
 
 def test_denoising_without_noise_is_one_clear_error(data_root, tmp_path):
-    result = cli(
+    result = cli_in_process(
         "fit",
         "--model",
         "DenoisingAutoencoder",
@@ -204,7 +229,7 @@ def test_denoising_without_noise_is_one_clear_error(data_root, tmp_path):
 
 
 def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
-    result = cli(
+    result = cli_in_process(
         "fit",
         "--model",
         "SparseAutoencoder",
@@ -218,7 +243,7 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
     )
     assert result.returncode != 0 and "model.k=99 must be in [1, latent_dim=32]" in result.stderr
     assert "Traceback" not in result.stderr
-    result = cli("fit", "--model", "Autoencoder", "--data.name", "svhn", cwd=tmp_path)
+    result = cli_in_process("fit", "--model", "Autoencoder", "--data.name", "svhn", cwd=tmp_path)
     assert result.returncode != 0 and "svhn" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -241,7 +266,7 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
     ],
 )
 def test_bad_values_get_a_short_message(args, expected, data_root, tmp_path):
-    result = cli("fit", *args, "--data.root", str(data_root), "--data.download", "false", cwd=tmp_path)
+    result = cli_in_process("fit", *args, "--data.root", str(data_root), "--data.download", "false", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr, result.stderr[-2000:]
     assert result.stderr.count("\n") <= 10 and "usage:" not in result.stderr and "Traceback" not in result.stderr
@@ -259,7 +284,7 @@ def test_no_warning_on_every_command_and_default_root_dir_holds_the_run(data_roo
 
 
 def test_missing_data_offline_is_one_clear_error(tmp_path):
-    result = cli(
+    result = cli_in_process(
         "fit",
         "--model",
         "Autoencoder",
@@ -284,11 +309,21 @@ def test_help_lists_every_subcommand(tmp_path):
     for subcommand in ("fit", "validate", "test", "predict", "compare", "tune", "score"):
         assert f"\n  {subcommand} " in result.stdout, subcommand
     assert cli(cwd=tmp_path).returncode == 2  # no subcommand: the same help, and an error code
-    result = cli("fit", "--help", cwd=tmp_path)
+    # the top-level help and the package import load neither torch nor Lightning (~5 s of every start-up)
+    probe = "import sys, ae_lightning, ae_lightning.cli as c\ntry: c.main(['--help'])\nexcept SystemExit: pass\n"
+    probe += "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert loaded.stdout.strip().endswith("[]"), loaded.stdout + loaded.stderr
+    import ae_lightning
+
+    assert ae_lightning.Autoencoder.__name__ == "Autoencoder" and "load" in dir(ae_lightning)  # imported on use
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        ae_lightning.Nope  # noqa: B018
+    result = cli_in_process("fit", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--model" in result.stdout and "--trainer.max_epochs" in result.stdout
-    result = cli("compare", "--help", cwd=tmp_path)
+    result = cli_in_process("compare", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--task-index" in result.stdout and "--report-only" in result.stdout
-    result = cli("tune", "--help", cwd=tmp_path)
+    result = cli_in_process("tune", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--tune-only" in result.stdout and "--worker-index" not in result.stdout
-    result = cli("score", "--help", cwd=tmp_path)
+    result = cli_in_process("score", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--images" in result.stdout and "--scores" in result.stdout

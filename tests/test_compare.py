@@ -13,7 +13,7 @@ from PIL import Image
 from ae_lightning.evaluation.battery import BATTERY_KEYS
 
 from datasets import write_mnist_like
-from test_cli import cli
+from test_cli import cli, cli_in_process
 from wandb_records import read_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,9 @@ def suite_file(tmp_path: Path, data_root: Path, variants: list[dict], **override
             "iw_samples": 20,
             "iw_images": 50,
             "batch_size": 100,
+            # the VAE's Fréchet distance from 200 test images: forced (below gen_min_images), its classifier brief
+            "gen_min_images": 0,
+            "classifier_min_steps": 100,
         },
         "wandb": {"mode": "offline", "project": "ae-lightning-tests"},
         "variants": variants,
@@ -74,7 +77,7 @@ def finished_suite(tmp_path_factory):
     broken = {"name": "BrokenAE", "model": "Autoencoder", "args": {"learning_rate": 1.0e30}}
     suite = suite_file(tmp_path, data_root, ALL_SIX + [broken], trainer={"max_epochs": 5, "accelerator": "cpu"})
     out = tmp_path / "out"
-    result = cli("compare", str(suite), "--out", str(out), cwd=tmp_path, timeout=900)
+    result = cli("compare", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path, timeout=900)
     return suite, out, result
 
 
@@ -212,7 +215,7 @@ def test_bad_suites_are_one_clear_error(tmp_path, data_root, change, message):
     content = yaml.safe_load(suite.read_text())
     content.update(change)
     suite.write_text(yaml.safe_dump(content))
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "runs").exists()  # nothing started
@@ -418,5 +421,5 @@ def test_variants_written_as_lightningcli_writes_models_and_dotted_overrides(tmp
     assert sae["model"] == "SparseAutoencoder" and sae["args"] == {"penalty": "topk", "k": 4}
     records = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["status"] for r in records] == ["done", "done"]
-    bad = cli("compare", str(suite), "--model.latent_dim", "3", cwd=tmp_path)
+    bad = cli_in_process("compare", str(suite), "--model.latent_dim", "3", cwd=tmp_path)
     assert bad.returncode == 2 and "unrecognized argument '--model.latent_dim'" in bad.stderr

@@ -19,7 +19,7 @@ from ae_lightning.errors import ConfigError
 from ae_lightning.suite.launch import Slots, processes_per_run
 
 from conftest import REPO, quiet_trainer, write_small_suite
-from test_cli import cli
+from test_cli import cli, cli_in_process
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_ddp_flag_without_gpus_is_one_clear_error(tmp_path, data_root):
     assert "--ddp runs each run on all GPUs, but this process sees none" in result.stderr
     assert "trainer: {accelerator: cpu, strategy: ddp, devices: 2}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    bad = cli("compare", str(suite), "--runs-per-gpu", "0", cwd=tmp_path)
+    bad = cli_in_process("compare", str(suite), "--runs-per-gpu", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--runs-per-gpu 0: must be >= 1" in bad.stderr
     assert not (tmp_path / "out").exists()  # nothing written before the error
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import has_row, write_small_suite
-from test_cli import SMALL_DATA, cli
+from test_cli import SMALL_DATA, cli, cli_in_process
 
 
 def fit_args(data_root: Path, root_dir: Path, model: str, *extra: str) -> list[str]:
@@ -225,15 +225,16 @@ def test_truncated_and_foreign_checkpoints_are_one_clear_error(data_root, tmp_pa
     garbage.write_bytes(os.urandom(3000))
     base = ["test", "--data.name", "mnist", "--data.root", str(data_root), *SMALL_DATA]
     for path in (truncated, garbage):
-        result = cli(*base, "--model", "VariationalAutoencoder", "--ckpt_path", str(path), cwd=tmp_path)
+        result = cli_in_process(*base, "--model", "VariationalAutoencoder", "--ckpt_path", str(path), cwd=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert (
             f"ckpt_path='{path}' is not a readable ae-lightning checkpoint (truncated or corrupted?)" in result.stderr
         )
-    result = cli(*base, "--model", "Autoencoder", "--ckpt_path", str(last), cwd=tmp_path)
+    result = cli_in_process(*base, "--model", "Autoencoder", "--ckpt_path", str(last), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "was written by VariationalAutoencoder, but the model asked for is Autoencoder" in result.stderr
-    result = cli(*base, "--model", "Autoencoder", "--ckpt_path", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
+    missing = str(tmp_path / "missing.ckpt")
+    result = cli_in_process(*base, "--model", "Autoencoder", "--ckpt_path", missing, cwd=tmp_path)
     assert result.returncode == 2 and "missing.ckpt': no such file" in result.stderr
     # the Python API refuses too
     from ae_lightning import Autoencoder

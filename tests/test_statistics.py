@@ -177,9 +177,10 @@ def three_seeds(tmp_path_factory, data_root):
             "noise": {"kind": "gaussian", "level": 0.3},
         },
     )
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=900)
+    out = tmp_path / "out"
+    result = cli("compare", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return tmp_path / "out"
+    return out
 
 
 def test_aggregate_json_and_summary_csv_hold_the_intervals(three_seeds):
