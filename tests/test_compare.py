@@ -42,9 +42,6 @@ def suite_file(tmp_path: Path, data_root: Path, variants: list[dict], **override
             "iw_samples": 20,
             "iw_images": 50,
             "batch_size": 100,
-            # the VAE's Fréchet distance from 200 test images: forced (below gen_min_images), its classifier brief
-            "gen_min_images": 0,
-            "classifier_min_steps": 100,
         },
         "wandb": {"mode": "offline", "project": "ae-lightning-tests"},
         "variants": variants,
@@ -76,6 +73,10 @@ def finished_suite(tmp_path_factory):
     # a failure no up-front check can see: the first step's update at this learning rate overflows the next loss
     broken = {"name": "BrokenAE", "model": "Autoencoder", "args": {"learning_rate": 1.0e30}}
     suite = suite_file(tmp_path, data_root, ALL_SIX + [broken], trainer={"max_epochs": 5, "accelerator": "cpu"})
+    # the VAE's Fréchet distance from 200 test images: forced (below gen_min_images), its classifier brief
+    content = yaml.safe_load(suite.read_text())
+    content["evaluation"] |= {"gen_min_images": 0, "classifier_min_steps": 100}
+    suite.write_text(yaml.safe_dump(content))
     out = tmp_path / "out"
     result = cli("compare", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path, timeout=900)
     return suite, out, result
@@ -242,7 +243,12 @@ SHIPPED_SUITES = sorted(
 )
 
 
-@pytest.mark.parametrize("suite_path", SHIPPED_SUITES, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "suite_path",
+    # torch.compile's first compilation takes ~30 s by nature: with the slow tests (CI runs both)
+    [pytest.param(p, marks=pytest.mark.slow) if "compile" in p.stem else p for p in SHIPPED_SUITES],
+    ids=lambda p: p.stem,
+)
 def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root, tmp_path):
     """As the runner would build them (plan_runs), on generated data of the suite's dataset."""
     from argparse import Namespace

@@ -151,6 +151,7 @@ def assert_same_weights(one: dict, two: dict) -> None:
 
 
 @pytest.mark.parametrize("ema_decay", [None, 0.99], ids=["gradient-codebook", "ema-codebook"])
+@pytest.mark.slow  # several gloo processes, 10–35 s: with the slow tests (CI runs both)
 def test_vqvae_ranks_keep_one_codebook_through_updates_and_restarts(data_root, tmp_path, ema_decay):
     # 256 codes and restarts after one unused step: most codes are restarted at every step from a batch piece, and
     # each rank sees other pieces — only rank 0's broadcast (and the summed EMA statistics) keep the replicas equal.
@@ -168,6 +169,7 @@ def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 10
 
 
+@pytest.mark.slow  # several gloo processes, 10–35 s: with the slow tests (CI runs both)
 def test_preemption_signal_on_one_rank_is_handled_by_all_at_one_step(data_root, tmp_path):
     # Rank 1 alone gets SIGUSR1 during step 4; the handler saves a checkpoint (a collective). Handled per rank, rank 1
     # would wait in the checkpoint's barrier while rank 0 all-reduces gradients: a hang or a gloo error.
@@ -182,6 +184,7 @@ def test_preemption_signal_on_one_rank_is_handled_by_all_at_one_step(data_root, 
     assert_same_weights(resumed[0]["state_dict"], resumed[1]["state_dict"])
 
 
+@pytest.mark.slow  # several gloo processes, 10–35 s: with the slow tests (CI runs both)
 def test_ranks_draw_their_own_noise_and_kill_resume_stays_bitwise(data_root, tmp_path):
     denoising = {"model": "DenoisingAutoencoder", "epochs": 3, "checkpoint_every": 7}
     whole = ddp_worker(tmp_path, "whole", data_root, **denoising)
@@ -226,6 +229,7 @@ def run_suite(tmp_path: Path, data_root: Path, variants: list[dict], trainer: di
     return records
 
 
+@pytest.mark.slow  # several gloo processes, 10–35 s: with the slow tests (CI runs both)
 def test_ddp_suite_runs_each_run_as_two_processes_through_the_battery(data_root, tmp_path):
     variants = [{"model": "Autoencoder"}, {"model": "VariationalAutoencoder", "args": {"latent_dim": 8}}]
     records = run_suite(tmp_path, data_root, variants, DDP_CPU, "ddp")

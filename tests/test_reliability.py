@@ -65,14 +65,17 @@ COSINE = ["--model.lr_schedule", "cosine", "--model.warmup_steps", "15"]
 @pytest.mark.parametrize(
     "model, model_args",
     [
-        ("VariationalAutoencoder", []),
-        ("DenoisingAutoencoder", []),
-        ("DropoutAutoencoder", []),
-        ("WassersteinAutoencoder", []),
-        ("AdversarialAutoencoder", COSINE),  # two optimizers and their schedules, manual optimisation
-        # the schedule's step; AuxK's dead-unit counts; Deep SVDD's centre and optimizer restart after the kill
+        # the fast suite keeps the case with the most state to restore (the schedule's step, AuxK's dead-unit
+        # counts); the others, ~19 s each, run with the slow tests (CI runs both)
         ("SparseAutoencoder", ["--model.penalty", "topk", "--model.dead_after_samples", "100", *COSINE]),
-        ("DeepSVDD", ["--model.pretrain_epochs", "3", "--model.network", "mlp"]),
+        pytest.param("VariationalAutoencoder", [], marks=pytest.mark.slow),
+        pytest.param("DenoisingAutoencoder", [], marks=pytest.mark.slow),
+        pytest.param("DropoutAutoencoder", [], marks=pytest.mark.slow),
+        pytest.param("WassersteinAutoencoder", [], marks=pytest.mark.slow),
+        # two optimizers and their schedules, manual optimisation
+        pytest.param("AdversarialAutoencoder", COSINE, marks=pytest.mark.slow),
+        # Deep SVDD's centre and its optimizer restart after the kill
+        pytest.param("DeepSVDD", ["--model.pretrain_epochs", "3", "--model.network", "mlp"], marks=pytest.mark.slow),
     ],
 )
 def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, model_args, data_root, tmp_path):
@@ -113,6 +116,7 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(model, mo
     assert torch.equal(expected["callbacks"][best]["best_model_score"], got["callbacks"][best]["best_model_score"])
 
 
+@pytest.mark.slow  # a suite killed and run again, ~35 s: with the slow tests (CI runs both)
 def test_interrupted_suite_keeps_finished_runs_and_resumes_the_interrupted_one(data_root, tmp_path):
     variants = [
         {"name": "short", "model": "Autoencoder", "trainer": {"max_epochs": 1}},
