@@ -198,7 +198,10 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
         ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
         ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),
         ({"variants": [{"model": "SparseAutoencoder", "args": {"k": 0, "penalty": "topk"}}]}, "model.k=0 must be in"),
-        ({"variants": [{"model": "Autoencoder", "args": {"latent": 3}}]}, "unexpected keyword argument 'latent'"),
+        (  # a typo in an argument: named, with the arguments the variant takes
+            {"variants": [{"model": "Autoencoder", "args": {"learning_rat": 0.1}}]},
+            "(Autoencoder): 'learning_rat' is not an argument of Autoencoder; allowed: ['activation', ",
+        ),
         ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
         ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
         ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),

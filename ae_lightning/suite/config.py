@@ -23,7 +23,7 @@ from ae_lightning.devices import parse_device
 from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.battery import EvaluationSettings
-from ae_lightning.variants import VARIANTS
+from ae_lightning.variants import VARIANTS, AutoencoderBase
 
 SUITE_KEYS = {
     "name",
@@ -106,6 +106,14 @@ class RunSpec(TypedDict):
     select_on: dict[str, str]  # {metric, direction}: the validation metric that picks the judged checkpoint
     normal_class: NotRequired[int]  # the one-class protocol: this run's normal class (data.normal_classes [it])
     evaluation: NotRequired[dict[str, Any]]  # suite runs: what the battery uses (trials have none)
+
+
+def model_knobs(model: str) -> set[str]:
+    """The init arguments a variant takes (its own and the shared ones of AutoencoderBase)."""
+    knobs = set()
+    for cls in (VARIANTS[model], AutoencoderBase):
+        knobs |= {n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind == p.POSITIONAL_OR_KEYWORD}
+    return knobs - {"self", "input_shape"}
 
 
 def check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -206,6 +214,12 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
             raise ConfigError(f"{where}: name {variant['name']!r} is used twice; give each variant its own name")
         names.add(variant["name"])
         check_keys(variant.get("trainer") or {}, TRAINER_KEYS, f"{where}.trainer")
+        unknown = sorted(set(variant.get("args") or {}) - model_knobs(variant["model"]))
+        if unknown:
+            raise ConfigError(
+                f"{where} ({variant['name']}): {unknown[0]!r} is not an argument of {variant['model']}; allowed: "
+                f"{sorted(model_knobs(variant['model']))}"
+            )
         data = variant_data(suite, variant)
         try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
             datamodule = ImageDataModule(**data)

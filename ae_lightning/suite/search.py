@@ -15,8 +15,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
-from ae_lightning.suite.config import check_keys, variant_data
-from ae_lightning.variants import VARIANTS, AutoencoderBase
+from ae_lightning.suite.config import check_keys, model_knobs, variant_data
+from ae_lightning.variants import VARIANTS
 
 TUNING_KEYS = {
     "budget_epochs",
@@ -94,14 +94,6 @@ def default_startup_trials(budget_trials: int) -> int:
     """TPE's random start-up trials for a budget of ``budget_trials`` full trials: Optuna's 10 where the budget is
     large, a third of it where it is small (10 of 8 would be random search under TPE's name), at least 2."""
     return max(2, min(10, budget_trials // 3))
-
-
-def model_knobs(model: str) -> set[str]:
-    """The init arguments a variant takes (its own and the shared ones of AutoencoderBase)."""
-    knobs = set()
-    for cls in (VARIANTS[model], AutoencoderBase):
-        knobs |= {n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind == p.POSITIONAL_OR_KEYWORD}
-    return knobs - {"self", "input_shape"}
 
 
 def distributions_of(search: Any, model: str, where: str) -> dict[str, BaseDistribution]:
