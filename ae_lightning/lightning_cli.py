@@ -24,6 +24,7 @@ from ae_lightning.callbacks import EpochLine, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
 from ae_lightning.files import atomic_torch_save
+from ae_lightning.limits import check_trainer_limits
 from ae_lightning.loggers import RunCSVLogger
 from ae_lightning.quiet import quiet_libraries
 from ae_lightning.variants import AutoencoderBase
@@ -117,6 +118,8 @@ class AutoencoderCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_checkpoint(config.get("ckpt_path"), config.get("model"))
+        trainer = config.get("trainer")
+        check_trainer_limits(trainer.as_dict() if isinstance(trainer, Namespace) else dict(trainer or {}))
 
 
 def check_checkpoint(ckpt_path: str | None, model_config) -> None:

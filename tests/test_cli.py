@@ -263,6 +263,11 @@ def test_bad_option_values_are_one_clear_error(data_root, tmp_path):
         (["--model", "Autoencoder", "--trainer.max_epochs", "abc"], 'Parser key "trainer.max_epochs"'),
         (["--model", "Autoencoder", "--data.nosuch", "1"], "unrecognized arguments: --data.nosuch 1"),
         (["--model", "SparseAutoencoder", "--model.k", "8"], "model.k=8 is not used with penalty 'l1'"),
+        (
+            ["--model", "Autoencoder", "--trainer.max_epochs", "-1"],
+            "trainer.max_epochs=-1: allowed: a whole number >= 1",
+        ),
+        (["--model", "Autoencoder", "--trainer.limit_train_batches", "0"], "trainer.limit_train_batches=0.0: allowed"),
     ],
 )
 def test_bad_values_get_a_short_message(args, expected, data_root, tmp_path):

@@ -203,6 +203,12 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
             "(Autoencoder): 'learning_rat' is not an argument of Autoencoder; allowed: ['activation', ",
         ),
         ({"trainer": {"max_epoch": 1}}, "trainer: unknown key 'max_epoch'"),
+        ({"trainer": {"max_epochs": -1}}, "trainer.max_epochs=-1: allowed: a whole number >= 1 (Lightning reads -1"),
+        (
+            {"variants": [{"model": "Autoencoder", "trainer": {"max_steps": 0}}]},
+            "variants[0] (Autoencoder): trainer.max_steps=0: allowed: a whole number >= 1, or -1 (no limit)",
+        ),
+        ({"trainer": {"max_time": {"hours": 0}}}, "trainer.max_time={'hours': 0}: allowed: a positive time"),
         ({"seeds": []}, "seeds=[] must be a non-empty list of integers"),
         ({"variants": [{"model": "Autoencoder"}, {"model": "Autoencoder"}]}, "name 'Autoencoder' is used twice"),
         (
@@ -432,3 +438,18 @@ def test_variants_written_as_lightningcli_writes_models_and_dotted_overrides(tmp
     assert [r["status"] for r in records] == ["done", "done"]
     bad = cli_in_process("compare", str(suite), "--model.latent_dim", "3", cwd=tmp_path)
     assert bad.returncode == 2 and "unrecognized argument '--model.latent_dim'" in bad.stderr
+
+
+def test_trainer_limits_that_end_and_train_are_accepted():
+    from datetime import timedelta
+
+    from ae_lightning.limits import check_trainer_limits
+
+    for trainer in (
+        {"max_epochs": 5, "max_steps": -1, "limit_val_batches": 0, "val_check_interval": 0.5},
+        {"max_steps": 100, "limit_train_batches": 0.25, "val_check_interval": 10, "log_every_n_steps": 1},
+        {"max_time": "00:01:00:00"},
+        {"max_time": {"hours": 1}},
+        {"max_time": timedelta(minutes=5), "check_val_every_n_epoch": None, "min_epochs": 0},
+    ):
+        check_trainer_limits(trainer)  # no error

@@ -23,6 +23,7 @@ from ae_lightning.devices import parse_device
 from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.battery import EvaluationSettings
+from ae_lightning.limits import check_trainer_limits
 from ae_lightning.variants import VARIANTS, AutoencoderBase
 
 SUITE_KEYS = {
@@ -189,6 +190,7 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
     ):
         raise ConfigError(f"suite {path}: seeds={suite['seeds']!r} must be a non-empty list of integers")
     check_keys(suite["trainer"], TRAINER_KEYS, f"suite {path}: trainer")
+    check_trainer_limits(suite["trainer"], f"suite {path}: ")
     check_keys(suite["evaluation"], EVALUATION_KEYS, f"suite {path}: evaluation")
     check_keys(suite["wandb"], WANDB_KEYS, f"suite {path}: wandb")
     if suite["wandb"]["mode"] not in WANDB_MODES:
@@ -214,6 +216,7 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
             raise ConfigError(f"{where}: name {variant['name']!r} is used twice; give each variant its own name")
         names.add(variant["name"])
         check_keys(variant.get("trainer") or {}, TRAINER_KEYS, f"{where}.trainer")
+        check_trainer_limits({**suite["trainer"], **(variant.get("trainer") or {})}, f"{where} ({variant['name']}): ")
         unknown = sorted(set(variant.get("args") or {}) - model_knobs(variant["model"]))
         if unknown:
             raise ConfigError(
