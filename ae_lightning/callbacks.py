@@ -49,6 +49,21 @@ class EpochLine(pl.Callback):
         )
 
 
+class LogEveryEpoch(pl.Callback):
+    """Where the user left ``log_every_n_steps`` unset, Lightning logs training metrics every 50 optimizer steps: an
+    epoch of fewer steps (a small folder: 8) would log none, its curves would stay empty and the epoch line would
+    repeat a stale loss. This lowers the interval to the steps of one epoch where they are fewer."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or trainer.datamodule is None:
+            return
+        batches = len(trainer.datamodule.train_dataloader())  # this rank's share under DDP
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * (limit if limit is not None else 1))
+        steps = max(1, batches // max(1, trainer.accumulate_grad_batches))
+        trainer.log_every_n_steps = min(trainer.log_every_n_steps, steps)
+
+
 class FitMeter(pl.Callback):
     """What the fit cost, measured where it happened: the device it trained on, the samples trained in this
     process's segment (a resumed run counts only what it trained itself) over the seconds it took, and the peak

@@ -20,7 +20,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from ae_lightning.callbacks import EpochLine, ResumeCheckpoint
+from ae_lightning.callbacks import EpochLine, LogEveryEpoch, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
 from ae_lightning.files import atomic_torch_save
@@ -86,6 +86,8 @@ class AutoencoderCLI(LightningCLI):
         if self.subcommand == "fit":
             defaults["callbacks"] = [*callbacks, EpochLine()]
         trainer = super().instantiate_trainer(**{**kwargs, **defaults, **self.trainer_overrides})
+        if config.get("log_every_n_steps") is None and self.subcommand in ("fit", None):
+            trainer.callbacks.append(LogEveryEpoch())  # an epoch logs at least once; a value the user set is kept
         if self.subcommand == "predict":
             # Predicting writes no checkpoint: without checkpoint callbacks, restoring theirs cannot warn that their
             # directory changed; Lightning's note that their state is not restored concerns resuming a fit.

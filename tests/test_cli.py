@@ -332,3 +332,15 @@ def test_help_lists_every_subcommand(tmp_path):
     assert result.returncode == 0 and "--tune-only" in result.stdout and "--worker-index" not in result.stdout
     result = cli_in_process("score", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--images" in result.stdout and "--scores" in result.stdout
+
+
+def test_every_epoch_logs_its_training_loss_unless_the_user_set_the_interval(data_root, tmp_path):
+    """500 training images in batches of 50: 10 steps an epoch, below Lightning's default interval of 50."""
+    base = ["fit", "--model", "Autoencoder", "--data.root", str(data_root), *SMALL_DATA, "--trainer.max_epochs", "2"]
+    logged = run_cli([*base, "--trainer.default_root_dir", str(tmp_path / "default")])
+    assert logged.trainer.log_every_n_steps == 10
+    with open(tmp_path / "default" / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(f) if row.get("train/loss")}
+    assert epochs == {0, 1}  # a training loss in every epoch (the default interval logs none)
+    chosen = ["--trainer.log_every_n_steps", "50", "--trainer.default_root_dir", str(tmp_path / "chosen")]
+    assert run_cli([*base, *chosen]).trainer.log_every_n_steps == 50  # what the user set stays
