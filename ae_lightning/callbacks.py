@@ -29,10 +29,33 @@ from ae_lightning.variants.base import Samples
 
 
 class EpochLine(pl.Callback):
-    """Prints ``epoch 3/10  train/loss 0.0213  val/mse 0.0198  (4.1 s)`` after each epoch, for logs and runners."""
+    """Prints ``epoch 3/10  train/loss 0.0213  val/mse 0.0198  (4.1 s)`` after each epoch, for logs and runners, and
+    within a long epoch a line at most every ``progress_every_s`` seconds (``epoch 3/10  step 120/469  850 samples/s
+    about 25 s left in the epoch``): a log file or a cluster job's output is never silent for long."""
+
+    def __init__(self, progress_every_s: float = 30.0) -> None:
+        self.progress_every_s = progress_every_s
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
+        self.samples = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        self.samples += len(batch.clean) if hasattr(batch, "clean") else 0
+        now = time.perf_counter()
+        if not trainer.is_global_zero or now - self.last_line < self.progress_every_s:
+            return
+        self.last_line = now
+        elapsed, total = now - self.started, trainer.num_training_batches
+        left = ""
+        if isinstance(total, int) and total > 0:  # not for an endless (iterable) loader
+            left = f"  about {elapsed / (batch_idx + 1) * (total - batch_idx - 1):.0f} s left in the epoch"
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  step {batch_idx + 1}/{total}  "
+            f"{self.samples / elapsed:.0f} samples/s{left}",
+            flush=True,
+            file=sys.stdout,
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

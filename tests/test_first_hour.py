@@ -405,3 +405,22 @@ def test_frechet_distances_too_small_to_mean_anything_are_skipped_and_said(tmp_p
         )
     )
     assert "## Generative quality" not in report
+
+
+def test_a_long_epoch_prints_progress_lines_between_its_epoch_lines(data_root, capsys):
+    from ae_lightning import Autoencoder, ImageDataModule
+    from ae_lightning.callbacks import EpochLine
+
+    from conftest import quiet_trainer
+
+    data = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, batch_size=50)
+    trainer = quiet_trainer(max_epochs=1, callbacks=[EpochLine(progress_every_s=0)])  # every step counts as long
+    trainer.fit(Autoencoder(latent_dim=4), datamodule=data)
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if re.match(r"epoch 1/1  step \d+/10  \d+ samples/s  about \d+ s left", line)]
+    assert len(progress) == 10 and progress[0].startswith("epoch 1/1  step 1/10  ")
+    epoch_line = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1") and " step " not in line)
+    assert lines.index(progress[-1]) < epoch_line  # then the epoch's own line
+    quiet = quiet_trainer(max_epochs=1, callbacks=[EpochLine()])  # the default: at most one line every 30 s
+    quiet.fit(Autoencoder(latent_dim=4), datamodule=data)
+    assert not any(" step " in line for line in capsys.readouterr().out.splitlines())
