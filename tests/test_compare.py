@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,17 @@ def test_trainer_limits_that_end_and_train_are_accepted():
         {"max_time": timedelta(minutes=5), "check_val_every_n_epoch": None, "min_epochs": 0},
     ):
         check_trainer_limits(trainer)  # no error
+
+
+def test_after_the_last_run_each_stage_says_when_it_starts(finished_suite):
+    _, _, result = finished_suite
+    lines = result.stdout.splitlines()
+    last_run = max(i for i, line in enumerate(lines) if line.startswith("["))  # runs print under their prefix
+    stages = [line for line in lines[last_run:] if line.startswith("writing ")]
+    assert stages == [
+        "writing the pixel baseline (probes, k-NN and PCA on the raw pixels) …",
+        "writing the report, its statistics and figures …",
+        "writing the W&B summary run …",
+    ]
+    timed = r"^report: .*report\.md; 6 of 7 runs done, 1 failed \(baseline [\d.]+ s, report [\d.]+ s, W&B [\d.]+ s\)$"
+    assert re.search(timed, result.stdout, re.M), result.stdout[-1500:]

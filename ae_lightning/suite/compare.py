@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -196,13 +197,31 @@ def run_suite(
     if task_index is not None:  # one array task: the report job assembles the suite
         return 0 if records[0]["status"] == "done" else 1
     write_json_atomic(out / "summary.json", records)
-    write_pixel_baseline(out, suite)
-    write_report(out, with_variant_data(suite), records)
-    write_wandb_summary(out, suite, suite_id, records)
+    seconds = {}  # after the last run, each stage says when it starts (a log is never silent for long) and is timed
+    for stage, what, write in (
+        (
+            "baseline",
+            "the pixel baseline (probes, k-NN and PCA on the raw pixels)",
+            lambda: write_pixel_baseline(out, suite),
+        ),
+        (
+            "report",
+            "the report, its statistics and figures",
+            lambda: write_report(out, with_variant_data(suite), records),
+        ),
+        ("W&B", "the W&B summary run", lambda: write_wandb_summary(out, suite, suite_id, records)),
+    ):
+        print(f"writing {what} …", flush=True)
+        started = time.perf_counter()
+        write()
+        seconds[stage] = time.perf_counter() - started
     failed = [r for r in records if r["status"] != "done"]
     print(
         f"report: {out / 'report.md'}; {len(records) - len(failed)} of {len(records)} runs done"
-        + (f", {len(failed)} failed" if failed else ""),
+        + (f", {len(failed)} failed" if failed else "")
+        + " ("
+        + ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
+        + ")",
         flush=True,
     )
     if suite["wandb"]["mode"] == "offline":
