@@ -19,7 +19,6 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid
 
-from ae_lightning.data.sources import CLASS_NAMES
 from ae_lightning.devices import peak_memory_mb, synchronize
 from ae_lightning.errors import ConfigError
 from ae_lightning.evaluation.views import codes_figure
@@ -160,7 +159,7 @@ class ImagePanels(pl.Callback):
             steps = torch.linspace(0, 1, 10).unsqueeze(1)
             path = ((1 - steps) * start + steps * end).to(pl_module.device)
             images["images/interpolation"] = make_grid(pl_module.decode(path), nrow=10)
-        names = CLASS_NAMES.get(getattr(trainer.datamodule, "name", ""))
+        names = getattr(trainer.datamodule, "class_names", None)
         figure = codes_figure(codes, split.labels[: self.num_codes], f"{type(pl_module).__name__} codes", names)
         for logger in loggers:
             try:

@@ -223,3 +223,21 @@ def test_read_test_false_never_decodes_the_test_split(tmp_path):
     )
     assert "test" not in without.splits and len(with_test.splits["test"].labels) == 4
     assert torch.equal(without.splits["train"].images, with_test.splits["train"].images)
+
+
+def test_folder_classes_are_named_in_label_order_in_the_figures(tmp_path):
+    from ae_lightning.evaluation.views import codes_figure
+
+    root = write_image_folder(tmp_path / "shapes", 30, (1, 16, 16))
+    (root / "class_1").rename(root / "b_circles")  # labels follow the sorted folder names, not the numbers in them
+    (root / "class_0").rename(root / "c_squares")
+    (root / "class_2").rename(root / "a_triangles")
+    data = ImageDataModule(name="folder", root=str(root), val_size=3, test_size=6)
+    assert data.class_names == ["a_triangles", "b_circles", "c_squares"]
+    data.setup("fit")
+    assert data.splits["train"].labels.max() == 2
+    flat = write_image_folder(tmp_path / "flat", 12, (1, 16, 16), classes=False)
+    assert ImageDataModule(name="folder", root=str(flat), val_size=2, test_size=2).class_names is None
+    assert ImageDataModule(name="fashion_mnist").class_names[0] == "T-shirt/top"
+    figure = codes_figure(torch.randn(9, 4), torch.tensor([0, 1, 2] * 3), "codes", data.class_names)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == data.class_names

@@ -342,6 +342,14 @@ class ImageDataModule(pl.LightningDataModule):
         labels = self.own_data()[1]
         return int(labels.max()) + 1 if (labels >= 0).any() else 0
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The name of each label value (label = index): the dataset's classes, or a folder's class sub-folders in
+        sorted name order (how their labels are given); None where the labels have no names."""
+        if self.name == "folder":
+            return sources.folder_classes(self.root) or None
+        return sources.CLASS_NAMES.get(self.name)
+
     def own_data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``folder``/``tensors``: (train images, labels, test images, labels), labels −1 where there are none; the
         test part from ``test_root``, else ``test_size`` images held out by a permutation seeded with ``seed``."""

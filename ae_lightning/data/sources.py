@@ -118,6 +118,11 @@ CLASS_NAMES = {
 }
 
 
+def folder_classes(root: str | Path) -> list[str]:
+    """A folder's class sub-folders in the order of their labels (sorted by name); empty for a flat folder."""
+    return custom.folder_files(Path(root).expanduser())[1]
+
+
 def count_own(name: str, root: str | Path) -> int:
     """How many images a user's ``folder`` or ``tensors`` data holds, without decoding them."""
     if name == "folder":

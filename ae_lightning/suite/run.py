@@ -32,7 +32,6 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheckpoint
 from ae_lightning.data import ImageDataModule, Noise
-from ae_lightning.data.sources import CLASS_NAMES
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.errors import USER_ERRORS, find_user_error
 from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, collapse_reason, evaluate
@@ -313,8 +312,7 @@ def run(run_dir: Path) -> dict[str, Any]:
         )
     with stages("views", "examples and latent views for the report"):
         save_examples(model, datamodule, settings, run_dir / "examples.pt")
-        names = CLASS_NAMES.get(datamodule.name)
-        views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir, names)
+        views = write_latent_views(model, splits["test"].images, splits["test"].labels, run_dir, datamodule.class_names)
     metrics |= stages.metrics()
     print(stages.summary(), flush=True)
     if wandb_logger is not None and not wandb_logger.failed:
