@@ -241,3 +241,38 @@ def test_folder_classes_are_named_in_label_order_in_the_figures(tmp_path):
     assert ImageDataModule(name="fashion_mnist").class_names[0] == "T-shirt/top"
     figure = codes_figure(torch.randn(9, 4), torch.tensor([0, 1, 2] * 3), "codes", data.class_names)
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == data.class_names
+
+
+def readme_suite(marker: str) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index(f"<!-- example: {marker} -->") :]
+    block = block[block.index("```yaml\n") + len("```yaml\n") :]
+    return yaml.safe_load(block[: block.index("```")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("marker", ["folder suite", "folder anomaly suite"])
+def test_the_readmes_folder_recipes_run_on_a_300_image_folder(tmp_path, marker):
+    """The README's two suites as written (their root pointed at a generated folder; 2 seeds, 3 epochs for time)."""
+    import yaml
+
+    root = write_image_folder(tmp_path / "pictures", 300, (1, 32, 32))
+    suite = readme_suite(marker)
+    suite["data"]["root"] = str(root)
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--seeds", "0", "1", "--epochs", "3", "--wandb", "disabled", "--parallel", "2"]
+    result = cli("compare", str(tmp_path / "suite.yaml"), *args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "**Small test split: 60 images.**" in report
+    for log in out.glob("runs/*/seed*/log.txt"):
+        text = log.read_text()
+        assert "evaluating Fréchet" not in text  # nothing that means nothing at 60 test images
+        assert [f"epoch {e}/3  train/loss" in text for e in (1, 2, 3)] == [True] * 3, text[-2000:]
+    if marker == "folder suite":
+        assert "No generative quality: Fréchet distances from 60 test images" in report
