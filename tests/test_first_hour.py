@@ -337,6 +337,8 @@ def test_the_report_opens_with_sentences_drawn_from_its_comparison(tmp_path):
     assert "fit/peak_mem_mb" not in compared and "fit/seconds" in compared
     assert "Not ranked: peak memory is the training process's RSS on the CPU" in report
     assert "1 epoch;" in report and "1 epochs" not in report
+    # only the columns some variant has: test/mse and probe/accuracy here, none of the others' empty cells
+    assert "| variant | test/mse | probe/accuracy |" in report and "test/codebook_usage" not in report
 
 
 def test_fit_times_of_runs_that_shared_the_machine_are_not_ranked(tmp_path):

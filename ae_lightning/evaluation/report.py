@@ -409,7 +409,8 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             title = f"## {section}" + (f", over the {len(classes)} normal classes" if classes else "")
             lines += [title, ""] + anomaly_tables(table, compared, labels)
         else:
-            lines += [f"## {section}", "", markdown_table(table, compared, list(keys), labels=labels), ""]
+            present = [key for key in keys if any(key in row for row in table.values())]  # no empty columns
+            lines += [f"## {section}", "", markdown_table(table, compared, present, labels=labels), ""]
         unseparated = [
             line
             for key in HEADLINE_METRICS[section]
