@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ae_lightning.evaluation.report_tables import HIGHER_IS_BETTER, format_number, format_value
-from ae_lightning.evaluation.statistics import ALPHA, Comparison
+from ae_lightning.evaluation.statistics import ALPHA, Comparison, clearly_above
 
 # How a sentence says what being best at a metric means; a metric not listed is named as it is.
 WHAT_BEST_MEANS = {
@@ -36,7 +36,7 @@ def metric_sentence(
     best = comparison.best
     summary = table[best][key]
     # sentences read better without exponents: 13850 samples/s, not 1.385e+04
-    value = f"{summary['mean']:.0f}" if abs(summary["mean"]) >= 1000 else format_value(summary)
+    value = f"{summary['mean']:.0f}" if abs(summary["mean"]) >= 1000 else format_value(summary, key)
     what = WHAT_BEST_MEANS.get(key, f"is best on {key}")
     if comparison.n_seeds < 2:
         direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
@@ -61,31 +61,36 @@ def metric_sentence(
     return sentence + "."
 
 
-def beyond(summary: dict[str, Any], value: float) -> bool:
-    """Above ``value`` with the interval over seeds clear of it (one seed: the mean alone)."""
-    low = summary["ci_low"] if summary.get("ci_low") is not None else summary["mean"]
-    return low > value
-
-
 def baseline_sentence(
-    key: str, table: dict[str, dict[str, Any]], baseline: dict[str, Any] | None, labels: dict[str, str] | None = None
+    key: str,
+    table: dict[str, dict[str, Any]],
+    baseline: dict[str, Any] | None,
+    labels: dict[str, str] | None = None,
+    test_images: int | None = None,
 ) -> str | None:
-    """The best code against the same measurement on raw pixels (one number, no seeds), where the suite computed
-    one: "above" only where a variant's interval over seeds is clear of it."""
+    """The codes against the same measurement on raw pixels (one number, no seeds), where the suite computed one:
+    "above" or "beats" only for the variants ``clearly_above`` finds — every variant checked, the family-wise error
+    held over all of them, and never on less than one test image's share (1/``test_images``)."""
     labels = labels or {}
     if not baseline:
         return None
+    margin = 1 / test_images if test_images else 0.0
+    n_seeds = max((row[key]["n"] for row in table.values() if key in row), default=0)
     if key == "probe/accuracy" and "probe/accuracy" in baseline:
         scored = {v: row[key] for v, row in table.items() if key in row}
         best = max(scored, key=lambda v: scored[v]["mean"])
         pixels = baseline["probe/accuracy"]
-        above = [labels.get(v, v) for v, summary in scored.items() if beyond(summary, pixels)]
+        above = [labels.get(v, v) for v in clearly_above(scored, pixels, margin)]
         if above:
-            return f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)})."
+            return (
+                f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)}; {ALPHA:.0%} "
+                f"family-wise over the {len(scored)} variants, {n_seeds} seeds)."
+            )
         if scored[best]["mean"] > pixels:
+            why = "one seed is not a test" if n_seeds < 2 else "within chance"
             return (
                 f"{labels.get(best, best)}'s mean probe ({format_number(scored[best]['mean'])}) is above the raw "
-                f"pixels' ({format_number(pixels)}), within its interval: not shown to beat them."
+                f"pixels' ({format_number(pixels)}), {why}: not shown to beat them."
             )
         return (
             f"No code beats the same linear probe on the raw pixels ({format_number(pixels)}; the best code, "
@@ -93,15 +98,22 @@ def baseline_sentence(
         )
     if key == "anomaly/reconstruction/auroc" and "anomaly/pixel_knn/auroc" in baseline:
         scored = {v: row[key] for v, row in table.items() if key in row}
-        best = max(scored, key=lambda v: scored[v]["mean"])
         knn, pca = baseline["anomaly/pixel_knn/auroc"], baseline["anomaly/pca/auroc"]
-        beaten = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if beyond(scored[best], score)]
-        kept = [name for name, score in (("the pixel k-NN", knn), ("PCA", pca)) if not beyond(scored[best], score)]
+        baselines = {"the pixel k-NN": knn, "PCA": pca}
+        # every variant against both baselines: one family of 2 × variants claims
+        beaten = {
+            name: clearly_above(scored, score, margin, comparisons=2 * len(scored)) for name, score in baselines.items()
+        }
         parts = [f"without learning, the pixel k-NN reaches {format_number(knn)} and PCA {format_number(pca)}"]
+        kept = [name for name in baselines if not beaten[name]]
         if kept:
             parts.append(f"no autoencoder is shown to beat {listing(kept)}")
-        if beaten:
-            parts.append(f"{labels.get(best, best)} beats {listing(beaten)}")
+        for variant in scored:
+            wins = [name for name in baselines if variant in beaten[name]]
+            if wins:
+                parts.append(f"{labels.get(variant, variant)} beats {listing(wins)}")
+        if len(parts) > 1 and any(beaten.values()):
+            parts[-1] += f" ({ALPHA:.0%} family-wise over {2 * len(scored)} comparisons, {n_seeds} seeds)"
         return parts[0][0].upper() + parts[0][1:] + "; " + "; ".join(parts[1:]) + "."
     return None
 
@@ -137,6 +149,7 @@ def opening(
     baseline: dict[str, Any] | None,
     caveat_lines: list[str],
     labels: dict[str, str] | None = None,
+    test_images: int | None = None,
 ) -> list[str]:
     """The report's first section: what the runs cannot support, then the sentences of each section with a
     headline metric."""
@@ -147,7 +160,7 @@ def opening(
             # a metric of one variant only (the VAE's NLL beside plain AEs) has no best to speak of
             if key in compared and compared[key].best in table and sum(key in row for row in table.values()) > 1:
                 sentences.append(metric_sentence(key, compared[key], table, labels))
-                if (extra := baseline_sentence(key, table, baseline, labels)) is not None:
+                if (extra := baseline_sentence(key, table, baseline, labels, test_images)) is not None:
                     sentences.append(extra)
         if sentences:
             lines += [f"**{section}.** " + " ".join(sentences), ""]

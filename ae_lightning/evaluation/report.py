@@ -255,7 +255,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
         ]
         for variant in variants:
             cells = [
-                marked(format_value(tables[c][variant][key]), variant, compared[c].get(key))
+                marked(format_value(tables[c][variant][key], key), variant, compared[c].get(key))
                 if key in tables[c].get(variant, {})
                 else "–"
                 for c in suite["one_class"]
@@ -332,7 +332,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
-        *opening(headlines, table, compared, baseline, caveat_lines, labels),
+        *opening(headlines, table, compared, baseline, caveat_lines, labels, smallest_test),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",

@@ -149,10 +149,24 @@ def format_number(value: float, significant: int = 4) -> str:
     return f"{value:.{significant}g}"
 
 
-def format_value(summary: dict[str, Any]) -> str:
-    """``mean ± half-width of the 95 % interval``; the mean alone for one seed."""
+def metric_range(key: str) -> tuple[float, float] | None:
+    """The values a metric can take, where it is bounded: accuracies, detection metrics and rates, disentanglement
+    scores and SSIM."""
+    if key.startswith(("probe/", "anomaly/", "disentangle/")) or key in ("test/ssim", "test/noisy_ssim"):
+        return (-1.0, 1.0) if key.endswith("ssim") else (0.0, 1.0)
+    return None
+
+
+def format_value(summary: dict[str, Any], key: str | None = None) -> str:
+    """``mean ± half-width of the 95 % interval``; the mean alone for one seed. For a bounded metric whose interval
+    reaches past its range (few seeds, a wide spread), ``mean (low to high)`` with the interval cut at the range: the
+    metric cannot lie outside it, so the cut interval covers as often as the whole one."""
     if summary["ci_high"] is None:
         return format_number(summary["mean"])
+    bounds = metric_range(key) if key else None
+    if bounds is not None and (summary["ci_low"] < bounds[0] or summary["ci_high"] > bounds[1]):
+        low, high = max(summary["ci_low"], bounds[0]), min(summary["ci_high"], bounds[1])
+        return f"{format_number(summary['mean'])} ({format_number(low, 2)} to {format_number(high, 2)})"
     return f"{format_number(summary['mean'])} ± {format_number(summary['ci_high'] - summary['mean'], 2)}"
 
 
@@ -175,7 +189,7 @@ def markdown_table(
             if key not in row:
                 cells.append("–")
                 continue
-            cells.append(marked(format_value(row[key]), variant, compared.get(key)))
+            cells.append(marked(format_value(row[key], key), variant, compared.get(key)))
         lines.append(f"| {labels.get(variant, variant)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

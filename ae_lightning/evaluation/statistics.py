@@ -15,6 +15,7 @@ import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -34,6 +35,26 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
     std = statistics.stdev(values)
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def clearly_above(
+    summaries: dict[str, dict[str, Any]], value: float, margin: float = 0.0, comparisons: int | None = None
+) -> list[str]:
+    """The variants shown to score above ``value + margin`` (a fixed number: a baseline measured once), with the
+    family-wise error rate held at ``ALPHA`` over ``comparisons`` such claims (default: one per variant) by
+    Bonferroni — a one-sided Student-t bound at ``ALPHA / comparisons`` each, valid whatever the dependence between
+    variants that share a test split. One seed shows nothing (a bare mean is not a test). ``margin``: the smallest
+    difference worth a claim (one test image's share of an accuracy)."""
+    count = comparisons or len(summaries)
+    shown = []
+    for variant, summary in summaries.items():
+        n = summary["n"]
+        if n < 2:
+            continue
+        bound = summary["mean"] - stats.t.ppf(1 - ALPHA / count, n - 1) * summary["std"] / math.sqrt(n)
+        if bound > value + margin:
+            shown.append(variant)
+    return shown
 
 
 @functools.lru_cache(maxsize=4096)
