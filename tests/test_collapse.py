@@ -34,6 +34,21 @@ def test_dead_units_are_those_never_active_or_constant():
     assert dead_units(sigmoid, sigmoid_codes=True) == (3, 4)
 
 
+def test_dead_units_are_judged_against_the_codes_own_scale():
+    torch.manual_seed(0)
+    informative = torch.randn(500, 8)
+    # an L1 or contractive code shrunk 10⁵-fold while its decoder scales up: every unit still varies and carries
+    # the input — not dead (an absolute |z| < 1e-3 called all 8 dead)
+    assert dead_units(informative * 1e-5, sigmoid_codes=False) == (0, 8)
+    shrunk = informative * 1e-5
+    shrunk[:, :5] = 0.0  # five units truly never active, at any scale
+    assert dead_units(shrunk, sigmoid_codes=False) == (5, 8)
+    # a KL-sparse code with a sparser target ρ = 0.01: healthy units average 0.01 and rarely pass 0.05
+    sparse = torch.distributions.Beta(0.5, 49.5).sample((500, 6))
+    assert sparse.max() < 0.2 and dead_units(sparse, sigmoid_codes=True, target=0.01) == (0, 6)
+    assert dead_units(sparse * 0.01, sigmoid_codes=True, target=0.01) == (6, 6)  # none ever reaches ρ: all dead
+
+
 def test_the_reason_names_the_collapse_and_its_numbers():
     assert collapse_reason({"code/dead_units": 61.0, "code/units": 64.0}) == (
         "61 of 64 units dead (never active or constant on the test images)"

@@ -254,18 +254,24 @@ def code_sparsity(
     return inactive.float().mean().item()
 
 
-def dead_units(codes: Tensor, sigmoid_codes: bool, settings: EvaluationSettings | None = None) -> tuple[int, int]:
-    """(dead units, units) of test ``codes`` [N, units]: a unit is dead when no test image activates it (|z| below
-    ``sparsity_threshold``; sigmoid codes below ``sigmoid_sparsity_threshold``) or it is constant over them."""
+def dead_units(
+    codes: Tensor, sigmoid_codes: bool, settings: EvaluationSettings | None = None, target: float | None = None
+) -> tuple[int, int]:
+    """(dead units, units) of test ``codes`` [N, units]: a unit is dead when no test image activates it or it is
+    constant over them — each judged against the code's own scale, so a code that an L1 or contractive penalty
+    shrinks while its decoder scales up is not called dead: never active is |z| below ``sparsity_threshold`` × the
+    largest |z| of the whole code (sigmoid codes: never reaching the target activation ρ, ``target``, where the
+    model has one, else ``sigmoid_sparsity_threshold``); constant is a spread at most ``dead_unit_std`` × the units'
+    mean spread (every unit, where none varies)."""
     settings = settings or EvaluationSettings()
     codes = codes.float()
     if sigmoid_codes:
-        never_active = ~(codes >= settings.sigmoid_sparsity_threshold).any(0)
+        never_active = ~(codes >= (target or settings.sigmoid_sparsity_threshold)).any(0)
     else:
-        never_active = ~(codes.abs() >= settings.sparsity_threshold).any(0)
+        magnitude = codes.abs()
+        never_active = ~(magnitude >= settings.sparsity_threshold * magnitude.max()).any(0) | (magnitude.max() == 0)
     spread = codes.std(0)
-    # constant: a spread far below the units' mean spread (or none at all, where every unit is constant)
-    constant = spread < max(settings.dead_unit_std * float(spread.mean()), 1e-6)
+    constant = spread <= settings.dead_unit_std * spread.mean()
     return int((never_active | constant).sum()), codes.shape[1]
 
 
@@ -462,7 +468,8 @@ def evaluate(
     results["test/code_sparsity"] = code_sparsity(
         test_codes, model.sigmoid_codes, settings.sparsity_threshold, settings.sigmoid_sparsity_threshold
     )
-    dead, units = dead_units(test_codes, model.sigmoid_codes, settings)
+    target = model.hparams.get("target_activation") if model.sigmoid_codes else None  # ρ of a KL-sparse code
+    dead, units = dead_units(test_codes, model.sigmoid_codes, settings, target)
     results |= {"code/dead_units": float(dead), "code/units": float(units), "code/dead_fraction": dead / units}
     results["code/effective_dims"] = effective_dims(test_codes)
     jacobian_images = test_images[: settings.jacobian_samples]
