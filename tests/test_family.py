@@ -284,7 +284,7 @@ def test_shapes_are_drawn_once_with_every_combination_of_their_factors(tmp_path)
 
 def test_mig_and_dci_have_their_known_answers(tmp_path):
     from ae_lightning.data.shapes import load_shapes
-    from ae_lightning.evaluation.disentanglement import disentanglement_metrics
+    from ae_lightning.evaluation.disentanglement import disentanglement_metrics, importance_matrix
 
     factors = load_shapes(tmp_path, train=False)[2]
     generator = torch.Generator().manual_seed(0)
@@ -293,12 +293,24 @@ def test_mig_and_dci_have_their_known_answers(tmp_path):
     assert all(value > 0.95 for value in faithful.values()), faithful  # each factor in a unit of its own
     independent = disentanglement_metrics(torch.randn(len(factors), 10, generator=generator), factors)
     assert independent["disentangle/mig"] < 0.05 and independent["disentangle/dci_disentanglement"] < 0.3
+    assert independent["disentangle/dci_informativeness"] < 0.05  # a random code predicts no factor
     # the shape also copied into a second unit: no gap for that factor (MIG ≈ 4/5), though DCI's importances stay
     duplicated = torch.cat([standard, standard[:, :1]], 1) + 0.01 * torch.randn(len(factors), 6, generator=generator)
     assert disentanglement_metrics(duplicated, factors)["disentangle/mig"] == pytest.approx(0.8, abs=0.03)
     rotation = torch.linalg.qr(torch.randn(5, 5, generator=generator))[0]
     mixed = disentanglement_metrics(standard @ rotation, factors)  # every factor in every unit: informative, tangled
-    assert mixed["disentangle/mig"] < 0.3 and mixed["disentangle/dci_disentanglement"] < 0.4
+    assert mixed["disentangle/mig"] < 0.3 and mixed["disentangle/dci_disentanglement"] < 0.5  # faithful: > 0.95
+    assert mixed["disentangle/dci_informativeness"] > 0.8  # … and the factors can still be read from it
+    # the scale encoded in one unit, non-monotonically (cos): the trees find it there; a linear regression's
+    # weights gave that unit almost no importance for it
+    bent = standard.clone()
+    bent[:, 1] = torch.cos(2.5 * standard[:, 1])
+    bent += 0.01 * torch.randn(bent.shape, generator=generator)
+    importance, explained = importance_matrix(bent, factors)
+    assert int(importance[:, 1].argmax()) == 1 and importance[1, 1] > 0.9 * importance[:, 1].sum()
+    assert explained[1] > 0.8  # (cos folds two of the six scales nearly together)
+    scores = disentanglement_metrics(bent, factors)
+    assert scores["disentangle/dci_disentanglement"] > 0.95 and scores["disentangle/dci_completeness"] > 0.95
 
 
 def test_adversarial_autoencoder_players_get_their_own_gradients():

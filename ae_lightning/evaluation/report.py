@@ -438,9 +438,11 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         if section == "Disentanglement":
             lines += [
                 "The test codes against the data's known generative factors: MIG (Chen et al. 2018; each unit in 20 "
-                "bins) and DCI disentanglement and completeness (Eastwood & Williams 2018; a unit's importance for "
-                "a factor is the absolute weight of a ridge regression on standardised codes). 1 = each factor in "
-                "one unit of its own; near 0 = factors spread over units.",
+                "bins) and DCI (Eastwood & Williams 2018, as disentanglement_lib computes it: a unit's importance for "
+                "a factor is its share of boosted regression stumps fit on half the test codes; completeness "
+                "importance-weighted). Disentanglement and completeness: 1 = each factor in one unit of its own, near "
+                "0 = factors spread over units; informativeness: the factors' explained variance on the other half "
+                "(a random code scores ~0 there, so its D and C mean nothing).",
                 "",
             ]
         for key in HEADLINE_METRICS[section]:
