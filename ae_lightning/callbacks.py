@@ -34,6 +34,8 @@ class EpochLine(pl.Callback):
 
     def __init__(self, progress_every_s: float = 30.0) -> None:
         self.progress_every_s = progress_every_s
+        self.started = self.last_line = time.perf_counter()  # a run resumed mid-epoch starts no epoch
+        self.samples = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = self.last_line = time.perf_counter()
@@ -63,7 +65,7 @@ class EpochLine(pl.Callback):
         shown = "  ".join(
             f"{key} {float(metrics[key]):.4g}" for key in ("train/loss", "val/loss", "val/mse") if key in metrics
         )
-        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
+        seconds = time.perf_counter() - self.started
         print(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)",
             flush=True,
