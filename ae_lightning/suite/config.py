@@ -244,7 +244,8 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
     if suite["evaluation"].get("device") is not None:
         parse_device(suite["evaluation"]["device"], "evaluation.device")
     suite["evaluation"]["noise"] = noise
-    pass
+    if "one_class" in suite:
+        check_one_class(suite, path)
     return suite
 
 
