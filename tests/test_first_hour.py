@@ -4,6 +4,7 @@ that neither reinstall nor duplicate."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -304,17 +305,21 @@ def synthetic_records(tmp_path: Path, seeds: list[int], shared: bool) -> list[di
     return records
 
 
+# the suite the synthetic records belong to (three Autoencoder variants A, B, C)
+SYNTHETIC_SUITE = {
+    "name": "synthetic",
+    "data": {"name": "mnist"},
+    "trainer": {"max_epochs": 1},
+    "evaluation": {"noise": {"kind": "gaussian", "level": 0.3}},
+    "variants": [{"name": v, "model": "Autoencoder", "data": {}} for v in "ABC"],
+    "wandb": {"mode": "disabled"},
+}
+
+
 def report_of(tmp_path: Path, seeds: list[int], shared: bool) -> tuple[str, dict]:
     from ae_lightning.evaluation.report import write_report
 
-    suite = {
-        "name": "synthetic",
-        "data": {"name": "mnist"},
-        "trainer": {"max_epochs": 1},
-        "evaluation": {"noise": {"kind": "gaussian", "level": 0.3}},
-        "variants": [{"name": v, "model": "Autoencoder", "data": {}} for v in "ABC"],
-        "wandb": {"mode": "disabled"},
-    }
+    suite = copy.deepcopy(SYNTHETIC_SUITE)  # write_report may fill in defaults
     baseline = {"probe/accuracy": 0.9, "probe/l2": 0.1, "probe/knn_accuracy": 0.85}
     (tmp_path / "pixel_baseline.json").write_text(json.dumps(baseline))
     write_report(tmp_path, suite, synthetic_records(tmp_path, seeds, shared))
@@ -387,14 +392,7 @@ def test_frechet_distances_too_small_to_mean_anything_are_skipped_and_said(tmp_p
     # the report's header says why there is no generative section
     from ae_lightning.evaluation.report import write_report
 
-    suite = {
-        "name": "small",
-        "data": {"name": "mnist"},
-        "trainer": {"max_epochs": 1},
-        "evaluation": {"noise": {"kind": "gaussian", "level": 0.3}},
-        "variants": [{"name": v, "model": "Autoencoder", "data": {}} for v in "ABC"],
-        "wandb": {"mode": "disabled"},
-    }
+    suite = copy.deepcopy(SYNTHETIC_SUITE)  # write_report may fill in defaults
     records = synthetic_records(tmp_path, [0, 1], shared=False)
     for record in records:
         record["metrics"]["eval/gen_skipped_images"] = 200.0
