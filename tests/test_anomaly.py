@@ -13,7 +13,13 @@ import yaml
 from ae_lightning import Autoencoder, ImageDataModule, VariationalAutoencoder
 from ae_lightning.distances import knn_distance
 from ae_lightning.errors import ConfigError, DataNotFoundError
-from ae_lightning.evaluation.anomaly import anomaly_scores, detection_metrics, fpr_at_tpr
+from ae_lightning.evaluation.anomaly import (
+    anomaly_scores,
+    calibrated_threshold,
+    detection_metrics,
+    fpr_at_tpr,
+    threshold_metrics,
+)
 from ae_lightning.suite.run import wandb_run_id
 
 from conftest import has_row, write_small_suite
@@ -116,6 +122,93 @@ def test_normal_classes_keep_train_and_validation_normal_and_mark_the_test_split
     assert plain.test_is_anomaly is None and len(plain.splits["train"].labels) > len(dm.splits["train"].labels)
 
 
+def test_calibration_images_are_normal_validation_images_never_trained_or_tested_on(tmp_path):
+    import numpy as np
+
+    # every image unique (its first pixel is its index), so a shared image would be the same index in two splits
+    count = 2000
+    images = np.zeros((count, 1, 8, 8), np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = np.arange(count) % 256, np.arange(count) // 256
+    np.savez(tmp_path / "d.npz", images=images, labels=np.arange(count) % 4)
+
+    def index(split: str) -> set[int]:
+        pixels = dm.splits[split].images[:, 0, 0].long()
+        return set((pixels[:, 0] + 256 * pixels[:, 1]).tolist())
+
+    dm = ImageDataModule(name="tensors", root=str(tmp_path / "d.npz"), val_size=500, test_size=200, normal_classes=[1])
+    dm.setup()
+    train, val, calibration, test = (index(split) for split in ("train", "val", "calibration", "test"))
+    assert not (calibration & train) and not (calibration & val) and not (calibration & test)
+    assert set(dm.splits["calibration"].labels.tolist()) == {1}  # normal images only
+    normal_val = len(dm.splits["val"].labels) + len(calibration)
+    assert len(calibration) == normal_val // 5 and normal_val > 100  # default: a fifth of the normal validation
+    fixed = ImageDataModule(
+        name="tensors", root=str(tmp_path / "d.npz"), val_size=500, test_size=200, normal_classes=[1],
+        calibration_size=40,
+    )  # fmt: skip
+    fixed.setup()
+    assert len(fixed.splits["calibration"].labels) == 40 and len(fixed.splits["val"].labels) == normal_val - 40
+    none = ImageDataModule(
+        name="tensors", root=str(tmp_path / "d.npz"), val_size=500, test_size=200, normal_classes=[1],
+        calibration_size=0,
+    )  # fmt: skip
+    none.setup()
+    assert len(none.splits["calibration"].labels) == 0 and len(none.splits["val"].labels) == normal_val
+    plain = ImageDataModule(name="tensors", root=str(tmp_path / "d.npz"), val_size=500, test_size=200)
+    plain.setup()
+    assert "calibration" not in plain.splits
+    with pytest.raises(ConfigError, match="calibration_size=5 applies to anomaly detection"):
+        ImageDataModule(name="tensors", root=str(tmp_path / "d.npz"), calibration_size=5)
+    with pytest.raises(ConfigError, match=r"calibration_size=-1 must be an int >= 0"):
+        ImageDataModule(name="tensors", root=str(tmp_path / "d.npz"), normal_classes=[1], calibration_size=-1)
+    with pytest.raises(ConfigError, match=r"calibration_size=900 must be smaller than the \d+ normal validation"):
+        ImageDataModule(
+            name="tensors", root=str(tmp_path / "d.npz"), val_size=500, normal_classes=[1], calibration_size=900
+        ).setup()
+
+
+def test_a_calibrated_threshold_holds_its_false_positive_rate():
+    """Normal scores ~ N(0, 1), so a threshold t's false-positive rate on new normal images is exactly 1 − Φ(t):
+    over 4000 calibration sets of 199 images the mean realised rate is the conformal promise 1 − ⌈200 · 0.95⌉ / 200
+    = 0.05 (within 3 Monte Carlo s.e.; the empirical 95 % quantile ⌊199 · 0.95⌋ = 189 would give 0.055, 14 s.e.
+    off), and one threshold's rate on 20 000 fresh normal draws lies in the binomial interval around 1 − Φ(t)."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    generator = torch.Generator().manual_seed(0)
+    realised = []
+    for _ in range(4000):
+        threshold, promised = calibrated_threshold(torch.randn(199, generator=generator), 0.05)
+        realised.append(1 - float(normal.cdf(torch.tensor(threshold))))
+    realised = torch.tensor(realised)
+    assert promised == pytest.approx(0.05)
+    standard_error = float(realised.std()) / len(realised) ** 0.5
+    assert abs(float(realised.mean()) - 0.05) < 3 * standard_error, (float(realised.mean()), standard_error)
+    fresh = torch.randn(20_000, generator=generator)
+    rate = 1 - float(normal.cdf(torch.tensor(threshold)))
+    measured = threshold_metrics(torch.cat([fresh, torch.full((10,), 99.0)]), torch.arange(20_010) >= 20_000, threshold)
+    assert abs(measured["at_threshold/fpr"] - rate) < 3 * (rate * (1 - rate) / 20_000) ** 0.5
+    # too few calibration images for the target: the largest score, which promises 1/(n + 1)
+    assert calibrated_threshold(torch.arange(20.0), 0.01) == (19.0, pytest.approx(1 / 21))
+    assert calibrated_threshold(torch.arange(99.0), 0.01) == (98.0, pytest.approx(0.01))  # n = 1/α − 1 suffices
+    nan_threshold, _ = calibrated_threshold(torch.tensor([1.0, float("nan")]), 0.1)
+    assert nan_threshold != nan_threshold  # NaN: no threshold from a diverged model
+    with pytest.raises(ValueError, match="fpr=1.5 must be in"):
+        calibrated_threshold(torch.arange(10.0), 1.5)
+
+
+def test_rates_at_a_threshold_have_their_known_answers():
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.4, 0.8, 0.7, 0.05])
+    is_anomaly = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]).bool()
+    # above 0.35: normal 0.9 (1 of 4 normal), anomalies 0.4, 0.8, 0.7 (3 of 4): precision 3/4
+    assert threshold_metrics(scores, is_anomaly, 0.35) == {
+        "at_threshold/fpr": 0.25, "at_threshold/tpr": 0.75, "at_threshold/precision": 0.75,
+    }  # fmt: skip
+    nothing = threshold_metrics(scores, is_anomaly, 1.0)
+    assert nothing["at_threshold/fpr"] == 0 and nothing["at_threshold/tpr"] == 0
+    assert nothing["at_threshold/precision"] != nothing["at_threshold/precision"]  # NaN: nothing flagged
+    with_inf = threshold_metrics(torch.tensor([0.1, float("inf"), 0.2, 0.3]), torch.tensor([0, 1, 0, 1]).bool(), 0.25)
+    assert with_inf["at_threshold/tpr"] == 1.0 and with_inf["at_threshold/fpr"] == 0.0  # +inf is flagged
+
+
 def test_bad_normal_classes_get_one_message_each(data_root, tmp_path):
     with pytest.raises(ConfigError, match=r"class 12 is not in the data; its classes are \[0, 1, 2"):
         datamodule(data_root, normal_classes=[12])
@@ -193,6 +286,17 @@ def test_a_suite_measures_detection_and_reports_it(anomaly_suite):
         assert config["data"]["normal_classes"] == [record["normal_class"]]
         info = json.loads((Path(record["run_dir"]) / "run.json").read_text())
         assert info["normal_class"] == record["normal_class"]
+        # thresholds from the calibration images alone, and the test split's rates at them
+        thresholds = json.loads((Path(record["run_dir"]) / "thresholds.json").read_text())
+        metrics = record["metrics"]
+        assert thresholds["fpr"] == 0.01 and thresholds["calibration_images"] == metrics["eval/calibration_images"] > 0
+        for score, values in saved["scores"].items():
+            calibration = torch.tensor(thresholds["scores"][score]["calibration_scores"])
+            threshold, _ = calibrated_threshold(calibration, 0.01)
+            assert thresholds["scores"][score]["threshold"] == threshold == metrics[f"anomaly/{score}/threshold"]
+            flagged, normal = (values.double() > threshold).double(), ~saved["is_anomaly"]
+            assert metrics[f"anomaly/{score}/at_threshold/fpr"] == pytest.approx(float(flagged[normal].mean()))
+            assert metrics[f"anomaly/{score}/at_threshold/tpr"] == pytest.approx(float(flagged[~normal].mean()))
         (wandb_run,) = (Path(record["run_dir"]) / "wandb").glob("offline-run-*")  # its own W&B run, not shared
         assert wandb_run.name.endswith(
             wandb_run_id(info["suite_id"], record["variant"], record["seed"], info["normal_class"])
@@ -224,6 +328,14 @@ def test_a_suite_measures_detection_and_reports_it(anomaly_suite):
     assert "## Anomaly detection per normal class" in report and "| variant | 1 | 2 |" in report
     assert report.index("## Anomaly detection") < report.index("## Reconstruction")  # the suite's task first
     assert f"PCA (32 components) reconstruction error AUROC {baseline['anomaly/pca/auroc']:.4g}" in report
+    assert (
+        "Realised false-positive rate on the test split at the threshold set on the normal calibration images for"
+        " a target of 0.01"
+        in report
+        and "(`anomaly/<score>/at_threshold/precision`)" in report
+    )
+    calibration = min(r["metrics"]["eval/calibration_images"] for r in records)  # ~2 normal images of 100: too few
+    assert f"set on its {int(calibration)}" in report and f"which promises only 1/{int(calibration) + 1}" in report
     for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png"):
         assert figure in report and (anomaly_suite / figure).is_file()
     with open(anomaly_suite / "summary.csv") as f:
@@ -279,6 +391,18 @@ def test_bad_one_class_settings_are_refused_before_anything_runs(tmp_path, data_
         (
             {"one_class": [0], "data": {"name": "folder", "root": str(flat), "val_size": 5}},
             "needs labelled data; folder at",
+        ),
+        ({"one_class": [1], "evaluation": {"anomaly_fpr": 1.5}}, "evaluation.anomaly_fpr=1.5 is the target false-"),
+        (
+            {
+                "one_class": [1],
+                "data": {"name": "mnist", "root": str(data_root), "val_size": 100, "calibration_size": 50},
+            },
+            "data.calibration_size=50 must be smaller than the",
+        ),
+        (
+            {"data": {"name": "mnist", "root": str(data_root), "val_size": 100, "calibration_size": 5}},
+            "data.calibration_size=5 applies to anomaly detection",
         ),
     ]
     for extra, message in cases:
@@ -351,7 +475,13 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 30 and list(rows[0]) == ["path", "reconstruction", "knn_code", "rank"]
+    assert len(rows) == 30 and list(rows[0]) == ["path", "reconstruction", "knn_code", "is_anomaly", "rank"]
+    threshold = json.loads((run_dir / "thresholds.json").read_text())["scores"]["reconstruction"]["threshold"]
+    assert [int(r["is_anomaly"]) for r in rows] == [int(float(r["reconstruction"]) > threshold) for r in rows]
+    assert (
+        f"flagged as anomalies (reconstruction > {threshold:.6g}, the threshold for a false-positive rate of 0.01"
+        in result.stdout
+    )
     assert rows[0]["path"] == f"{tmp_path / 'new.npz'}#0"
     expected = ae_lightning.load(run_dir).anomaly_score(images, "reconstruction")
     assert [float(r["reconstruction"]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-5)
@@ -360,6 +490,48 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
     assert float(ranks[0]["reconstruction"]) == max(float(r["reconstruction"]) for r in rows)
     bad = cli_in_process("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--scores", "elbo", cwd=tmp_path)
     assert bad.returncode == 2 and "--scores elbo: not a score of Autoencoder; allowed: ['reconstruction'" in bad.stderr
+
+
+def test_score_decides_at_another_rate_and_keeps_what_it_could_read(anomaly_suite, data_root, tmp_path):
+    import csv
+
+    from ae_lightning.scoring import main as score_main
+
+    run_dir = run_of(anomaly_suite, "AE")
+    thresholds = json.loads((run_dir / "thresholds.json").read_text())["scores"]["reconstruction"]
+    folder = write_image_folder(tmp_path / "new", 12, (1, 28, 28), classes=False)
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "scores.csv"
+    argv = [str(run_dir), "--images", str(folder), "--out", str(out), "--scores", "reconstruction", "--batch-size", "5"]
+    assert score_main([*argv, "--fpr", "0.5"]) == 1  # one unreadable file: rows written, then exit 1
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and not any("broken" in r["path"] for r in rows)
+    half, _ = calibrated_threshold(torch.tensor(thresholds["calibration_scores"]), 0.5)
+    assert [int(r["is_anomaly"]) for r in rows] == [int(float(r["reconstruction"]) > half) for r in rows]
+    out.unlink()
+    for bad, message in [
+        (["--fpr", "1.5"], "--fpr 1.5: a false-positive rate must be in (0, 1)"),
+        (["--fpr", "0"], "--fpr 0.0: a false-positive rate must be in (0, 1)"),
+        (["--batch-size", "0"], "--batch-size 0 must be >= 1"),
+    ]:
+        result = cli_in_process("score", *argv, *bad, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert not out.exists()  # refused before anything was written
+    bare = tmp_path / "bare"  # a run without calibration: no is_anomaly column, and --fpr is refused
+    bare.mkdir()
+    (bare / "checkpoints").mkdir()
+    import shutil
+
+    for name in ("config.yaml", "run.json", "result.json"):
+        shutil.copy(run_dir / name, bare / name)
+    for checkpoint in (run_dir / "checkpoints").glob("*.ckpt"):
+        shutil.copy(checkpoint, bare / "checkpoints" / checkpoint.name)
+    result = cli_in_process("score", str(bare), *argv[1:], "--fpr", "0.1", cwd=tmp_path)
+    assert result.returncode == 2 and "has no calibration scores for 'reconstruction'" in result.stderr
+    assert score_main([str(bare), *argv[1:]]) == 1
+    with open(out) as f:
+        assert "is_anomaly" not in f.readline()
 
 
 def test_pixel_auroc_pools_every_pixel_of_every_image():
@@ -411,7 +583,9 @@ def mvtec(root: Path, **kwargs) -> ImageDataModule:
 def test_an_mvtec_folder_reads_as_a_detection_split_with_masks(tmp_path):
     root = write_mvtec_like(tmp_path / "bottle")
     dm = mvtec(root)
-    assert len(dm.splits["train"].images) + len(dm.splits["val"].images) == 80  # train/good, split for validation
+    # train/good, split for validation and calibration (a fifth of the validation images)
+    assert len(dm.splits["calibration"].images) == 2
+    assert sum(len(dm.splits[split].images) for split in ("train", "val", "calibration")) == 80
     assert set(dm.splits["train"].labels.tolist()) == {0}
     test = dm.splits["test"]
     assert test.labels.tolist() == [0] * 20 + [1] * 10 + [2] * 10  # good, then scratch and spot (sorted)

@@ -214,6 +214,10 @@ class ImageDataModule(pl.LightningDataModule):
         normal_classes: anomaly detection: the labels that are normal. Train and validation then hold only normal
             images (validation stays anomaly-free: nothing about anomalies is known while training), the test split
             holds all, and ``test_is_anomaly`` marks the others. ``val_size`` counts images before that filter.
+        calibration_size: anomaly detection: normal validation images held out of validation as the calibration
+            split (``splits["calibration"]``): never trained on, never used to choose a checkpoint, never the test
+            split — the battery sets each score's threshold on them (``evaluation.anomaly_fpr``). Default (None): a
+            fifth of the normal validation images; 0: none (no thresholds).
         read_test: False: ``setup`` never reads, nor decodes, the test split (``ae-lightning tune`` chooses on
             validation only); ``test``, ``predict_split: test`` and the battery then have no test images.
         download: let ``prepare_data`` download missing files (rank 0 only; ``setup`` never downloads).
@@ -258,6 +262,7 @@ class ImageDataModule(pl.LightningDataModule):
         normal_classes: list[int] | None = None,
         standardize: str = "none",
         standardize_floor: float = 0.01,
+        calibration_size: int | None = None,
     ) -> None:
         super().__init__()
         if standardize not in STANDARDIZE_MODES:
@@ -302,6 +307,15 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.normal_classes={normal_classes!r} must be a non-empty list of distinct class labels (ints >= 0)"
             )
+        if calibration_size is not None and (
+            isinstance(calibration_size, bool) or not isinstance(calibration_size, int) or calibration_size < 0
+        ):
+            raise ConfigError(f"data.calibration_size={calibration_size!r} must be an int >= 0 (or left out)")
+        if calibration_size and normal_classes is None:
+            raise ConfigError(
+                f"data.calibration_size={calibration_size} applies to anomaly detection (data.normal_classes, a "
+                "suite's one_class, or data.name mvtec); leave it out here"
+            )
         if isinstance(noise, dict):  # plain-Python use: ImageDataModule(noise={"kind": ..., "level": ...})
             noise = Noise(**noise)
         self.name, self.root, self.download = name, root, download
@@ -318,6 +332,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.read_test = read_test
         self.normal_classes = None if normal_classes is None else list(normal_classes)
+        self.calibration_size = calibration_size
         self.test_is_anomaly: Tensor | None = None  # with normal_classes: which test images are anomalous
         self.test_masks: Tensor | None = None  # mvtec with ground_truth/: the defects' pixels, bool [N, H, W]
         self.test_factors: Tensor | None = None  # shapes: each test image's generative factors, [N, 5]
@@ -427,6 +442,13 @@ class ImageDataModule(pl.LightningDataModule):
             self._check_normal_classes(labels, test_labels if self.read_test else None)
             train_idx = train_idx[torch.isin(labels[train_idx], normal)]
             val_idx = val_idx[torch.isin(labels[val_idx], normal)]
+            calibration = len(val_idx) // 5 if self.calibration_size is None else self.calibration_size
+            if calibration and calibration >= len(val_idx):
+                raise ConfigError(
+                    f"data.calibration_size={calibration} must be smaller than the {len(val_idx)} normal validation "
+                    f"images (data.val_size={self.val_size}): raise val_size, or lower calibration_size"
+                )
+            calibration_idx, val_idx = val_idx[:calibration], val_idx[calibration:]
             if self.read_test:
                 self.test_is_anomaly = ~torch.isin(test_labels, normal)
         train_images = self._binarized(images[train_idx], offset=3, fixed=self.binarize != "dynamic")
@@ -435,6 +457,9 @@ class ImageDataModule(pl.LightningDataModule):
             "train": Split(train_images, labels[train_idx], None),
             "val": Split(val_images, labels[val_idx], self._eval_corruption(val_images, offset=1)),
         }
+        if self.normal_classes is not None:  # fixed like validation: thresholds are set on what the battery scores
+            calibration_images = self._binarized(images[calibration_idx], offset=7)
+            self.splits["calibration"] = Split(calibration_images, labels[calibration_idx], None)
         if self.read_test:
             test_images = self._binarized(test_images, offset=5)
             self.splits["test"] = Split(test_images, test_labels, self._eval_corruption(test_images, offset=2))

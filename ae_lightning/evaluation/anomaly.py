@@ -17,6 +17,16 @@ normal one)), ``…/auprc`` (average precision with the anomalies as positives) 
 normal images flagged at the threshold that catches 95 % of anomalies; lower is better). With defect masks (MVTec
 AD's ``ground_truth``), ``anomaly/reconstruction/pixel_auroc``: the AUROC of the per-pixel reconstruction error
 (``model.anomaly_map``) against the masks, over every pixel of every test image, as MVTec AD and anomalib report it.
+
+Thresholds that decide, set on normal images only: where the data holds a calibration split (normal validation
+images never trained on, never used to choose a checkpoint; ``data.calibration_size``), each score's threshold is
+the conformal quantile of the calibration scores for the target false-positive rate α (``evaluation.anomaly_fpr``):
+the ⌈(n + 1)(1 − α)⌉-th smallest of n, so that a new normal image scores above it with probability at most α
+whatever the scores' distribution (Vovk et al. 2005; Angelopoulos & Bates 2021, "A gentle introduction to conformal
+prediction"). With too few calibration images for α (n < 1/α − 1) it is the largest, which promises 1/(n + 1). At
+that threshold, on the test split: ``anomaly/<score>/at_threshold/fpr`` (the realised false-positive rate, to hold
+against α), ``…/tpr`` (recall) and ``…/precision``; ``anomaly/<score>/threshold`` is the threshold itself. No test
+label ever sets a threshold.
 """
 
 from __future__ import annotations
@@ -33,9 +43,16 @@ from ae_lightning.variants.base import ANOMALY_SCORES, POSTERIOR_SCORES, HasCent
 SCORES = ANOMALY_SCORES
 
 DETECTION_METRICS = ("auroc", "auprc", "fpr_at_95tpr")
+# at the threshold calibrated on normal images; the realised FPR is held against its target, so it is not ranked
+THRESHOLD_METRICS = ("at_threshold/fpr", "at_threshold/tpr", "at_threshold/precision")
 PIXEL_KEY = "anomaly/reconstruction/pixel_auroc"  # with defect masks (MVTec AD): per-pixel reconstruction error
-ANOMALY_KEYS = (*(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS), PIXEL_KEY)
-HIGHER_IS_BETTER = {key for key in ANOMALY_KEYS if not key.endswith("fpr_at_95tpr")}
+ANOMALY_KEYS = (
+    *(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS + THRESHOLD_METRICS),
+    PIXEL_KEY,
+)
+HIGHER_IS_BETTER = {
+    key for key in ANOMALY_KEYS if not key.endswith("fpr_at_95tpr") and not key.endswith("at_threshold/fpr")
+}
 LOWER_IS_BETTER = {key for key in ANOMALY_KEYS if key.endswith("fpr_at_95tpr")}
 
 
@@ -126,3 +143,50 @@ def pixel_auroc(maps: Tensor, masks: Tensor) -> float:
     if not torch.isfinite(maps).all() or not masks.any() or masks.all():
         return math.nan
     return auroc(maps.flatten(), masks.flatten())
+
+
+def calibrated_threshold(calibration_scores: Tensor, fpr: float) -> tuple[float, float]:
+    """(threshold, promised false-positive rate) from the scores of normal calibration images: the
+    ⌈(n + 1)(1 − fpr)⌉-th smallest of the n scores (the largest where n is too small for ``fpr``); an image is flagged
+    when its score is above it. A new normal image exchangeable with the calibration images is flagged with
+    probability at most the promised rate, 1 − rank / (n + 1) ≤ ``fpr`` where n ≥ 1/fpr − 1. NaN without finite
+    calibration scores."""
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr={fpr} must be in (0, 1)")
+    scores = calibration_scores.double().flatten().sort().values
+    if not len(scores) or not torch.isfinite(scores).all():
+        return math.nan, math.nan
+    count = len(scores)
+    rank = min(count, math.ceil((count + 1) * (1 - fpr) - 1e-9))  # (the epsilon: 100 × 0.99 is 99.00000000000001)
+    return float(scores[rank - 1]), 1 - rank / (count + 1)
+
+
+def threshold_metrics(scores: Tensor, is_anomaly: Tensor, threshold: float) -> dict[str, float]:
+    """The realised false-positive rate, the true-positive rate (recall) and the precision of flagging the images
+    whose ``scores`` are above ``threshold`` (NaN precision where nothing is flagged; all NaN without a threshold or
+    without both kinds of image)."""
+    is_anomaly = is_anomaly.bool().cpu()
+    if math.isnan(threshold) or is_anomaly.all() or not is_anomaly.any():
+        return dict.fromkeys(THRESHOLD_METRICS, math.nan)
+    flagged = scores.double().cpu() > threshold  # a NaN score is never flagged, +inf always
+    false_positives, true_positives = int((flagged & ~is_anomaly).sum()), int((flagged & is_anomaly).sum())
+    return {
+        "at_threshold/fpr": false_positives / int((~is_anomaly).sum()),
+        "at_threshold/tpr": true_positives / int(is_anomaly.sum()),
+        "at_threshold/precision": (
+            true_positives / (true_positives + false_positives) if true_positives + false_positives else math.nan
+        ),
+    }
+
+
+def calibrated_metrics(
+    test_scores: dict[str, Tensor], calibration_scores: dict[str, Tensor], is_anomaly: Tensor, fpr: float
+) -> dict[str, float]:
+    """``anomaly/<score>/threshold`` and ``anomaly/<score>/at_threshold/*`` of every score, each threshold set on
+    the calibration images' scores alone."""
+    results = {}
+    for score, values in test_scores.items():
+        threshold, _ = calibrated_threshold(calibration_scores[score], fpr)
+        results[f"anomaly/{score}/threshold"] = threshold
+        results |= {f"anomaly/{score}/{k}": v for k, v in threshold_metrics(values, is_anomaly, threshold).items()}
+    return results

@@ -47,7 +47,13 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
 from ae_lightning.distances import standard_deviation
-from ae_lightning.evaluation.anomaly import PIXEL_KEY, anomaly_metrics, anomaly_scores, pixel_auroc
+from ae_lightning.evaluation.anomaly import (
+    PIXEL_KEY,
+    anomaly_metrics,
+    anomaly_scores,
+    calibrated_metrics,
+    pixel_auroc,
+)
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.disentanglement import disentanglement_metrics
 from ae_lightning.evaluation.generative import ClassifierSettings, domain_classifier, frechet_distance, inception_fid
@@ -123,6 +129,8 @@ class EvaluationSettings:
     anomaly_scores: tuple[str, ...] = ANOMALY_SCORES
     anomaly_knn: int = 5
     anomaly_iw_samples: int = 100
+    # the target false-positive rate of each score's threshold, set on the calibration split (evaluation/anomaly.py)
+    anomaly_fpr: float = 0.01
 
 
 def battery_noise_generator(settings: EvaluationSettings) -> torch.Generator:
@@ -412,12 +420,16 @@ def evaluate(
     test_masks: Tensor | None = None,
     test_factors: Tensor | None = None,
     stages: Stages | None = None,
+    calibration_images: Tensor | None = None,
+    calibration_out: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
         that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
         ``test_is_anomaly`` says which test images are anomalous — their per-image scores then go into
         ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects; MIG and DCI where
-        ``test_factors`` give the test images' generative factors). Each stage is announced and timed by ``stages``
+        ``test_factors`` give the test images' generative factors); with ``calibration_images`` (normal images
+        neither trained nor tested on) each score's threshold for ``settings.anomaly_fpr`` and the test split's
+        rates at it, their scores into ``calibration_out``. Each stage is announced and timed by ``stages``
     (silent when None) into ``eval/<stage>_seconds``; ``eval/test_images``, ``eval/probe_train_samples``,
     ``eval/iw_images`` and ``eval/gen_samples`` record how many images the metrics actually used."""
     stages = stages or Stages(quiet=True)
@@ -457,6 +469,20 @@ def evaluate(
                 settings.batch_size,
             )
             results |= anomaly_metrics(scores, test_is_anomaly)
+            if calibration_images is not None and len(calibration_images):
+                calibration = anomaly_scores(
+                    model,
+                    probe_codes,
+                    calibration_images,
+                    tuple(scores),
+                    settings.anomaly_knn,
+                    settings.anomaly_iw_samples,
+                    settings.batch_size,
+                )
+                results |= calibrated_metrics(scores, calibration, test_is_anomaly, settings.anomaly_fpr)
+                results["eval/calibration_images"] = float(len(calibration_images))
+                if calibration_out is not None:
+                    calibration_out.update(calibration)
             if test_masks is not None and "reconstruction" in scores:
                 maps = model.anomaly_map(test_images, settings.batch_size).cpu()
                 results[PIXEL_KEY] = pixel_auroc(maps, test_masks)

@@ -7,6 +7,7 @@ the figures — plus the W&B summary run with every variant's battery as a table
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -191,13 +192,17 @@ def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[st
     return lines
 
 
-def anomaly_tables(table, compared, labels=None) -> list[str]:
+def anomaly_tables(table, compared, labels=None, fpr: float = 0.01) -> list[str]:
     lines = []
     titles = {
         "auroc": "AUROC ↑",
         "auprc": "AUPRC (anomalies positive) ↑",
         "fpr_at_95tpr": "FPR at 95 % TPR ↓",
         "pixel_auroc": "Pixel AUROC, per-pixel reconstruction error against the defect masks ↑",
+        "at_threshold/fpr": "Realised false-positive rate on the test split at the threshold set on the normal "
+        f"calibration images for a target of {fpr:g} (not ranked: it should match the target)",
+        "at_threshold/tpr": "Recall (anomalies flagged) at that threshold ↑",
+        "at_threshold/precision": "Precision (flagged images that are anomalies) at that threshold ↑",
     }
     for metric, title in titles.items():
         scores = [s for s in ANOMALY_SCORE_NAMES if any(f"anomaly/{s}/{metric}" in row for row in table.values())]
@@ -211,6 +216,30 @@ def anomaly_tables(table, compared, labels=None) -> list[str]:
             "",
         ]
     return lines
+
+
+def threshold_lines(records: list[dict[str, Any]], fpr: float) -> list[str]:
+    """What the thresholds rest on: how many calibration images, and what they can promise at that count."""
+    counts = [r["metrics"]["eval/calibration_images"] for r in records if "eval/calibration_images" in r["metrics"]]
+    if not counts:
+        return [
+            "No thresholds: the runs had no calibration images (data.calibration_size 0, or no validation split).",
+            "",
+        ]
+    fewest = int(min(counts))
+    needed = math.ceil(1 / fpr - 1 - 1e-9)
+    line = (
+        f"Thresholds: each run's own, set on its {fewest}{'+' if max(counts) > fewest else ''} normal calibration "
+        f"images (held out of validation: never trained on, never the test split) for a target false-positive rate "
+        f"of {fpr:g}, as the conformal quantile (`ae-lightning score` flags with it)."
+    )
+    if fewest < needed:
+        line += (
+            f" {fewest} calibration images are too few for that target (it needs {needed}): the largest calibration "
+            f"score is the threshold, which promises only 1/{fewest + 1} = {1 / (fewest + 1):.3g}. Raise "
+            "data.val_size or data.calibration_size."
+        )
+    return [line, ""]
 
 
 def class_label(data_name: str, normal_class: int) -> str:
@@ -407,7 +436,9 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             continue  # e.g. no variant samples: no generative section
         if section == "Anomaly detection":  # one table per detection metric, a column per score
             title = f"## {section}" + (f", over the {len(classes)} normal classes" if classes else "")
-            lines += [title, ""] + anomaly_tables(table, compared, labels)
+            fpr = suite["evaluation"].get("anomaly_fpr", EvaluationSettings.anomaly_fpr)
+            lines += [title, ""] + anomaly_tables(table, compared, labels, fpr)
+            lines += threshold_lines(records, fpr)
         else:
             present = [key for key in keys if any(key in row for row in table.values())]  # no empty columns
             lines += [f"## {section}", "", markdown_table(table, compared, present, labels=labels), ""]

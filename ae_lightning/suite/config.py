@@ -225,7 +225,9 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
             )
         data = variant_data(suite, variant)
         try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
-            datamodule = ImageDataModule(**data)
+            # a one-class suite's runs get their normal class later; any class stands in for it here
+            one_class = {"normal_classes": [0]} if "one_class" in suite and "normal_classes" not in data else {}
+            datamodule = ImageDataModule(**{**data, **one_class})
             VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **(variant.get("args") or {}))
         except (ConfigError, TypeError) as err:  # TypeError: an argument the variant does not take
             raise ConfigError(f"{where} ({variant['name']}): {err}") from None
@@ -240,6 +242,12 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
     if unknown_scores:
         raise ConfigError(
             f"evaluation.anomaly_scores: {unknown_scores[0]!r} is not a score; allowed: {list(ANOMALY_SCORES)}"
+        )
+    fpr = suite["evaluation"].get("anomaly_fpr", 0.01)
+    if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:
+        raise ConfigError(
+            f"evaluation.anomaly_fpr={fpr!r} is the target false-positive rate of the thresholds; allowed: a number "
+            "in (0, 1), e.g. 0.01"
         )
     if suite["evaluation"].get("device") is not None:
         parse_device(suite["evaluation"]["device"], "evaluation.device")
@@ -273,7 +281,8 @@ def check_one_class(suite: SuiteConfig, path: Path) -> None:
                 f"suite {path}: one_class={classes} on data.name mvtec: an MVTec AD folder has one normal class "
                 "(train/good); give one category per suite instead"
             )
-        count = ImageDataModule(**data).num_classes  # built-in data: known; a folder or file: read (and cached)
+        # built-in data: known; a folder or file: read (and cached)
+        count = ImageDataModule(**{**data, "normal_classes": [classes[0]]}).num_classes
         if count == 0:
             raise ConfigError(
                 f"suite {path}: one_class={classes} needs labelled data; {data.get('name')} at {data.get('root')} "

@@ -7,6 +7,7 @@ the one process that plans the runs), so parallel runs never race to download th
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ae_lightning.data import ImageDataModule
@@ -57,6 +58,15 @@ def count_notes(sizes: dict[str, int], evaluation: dict[str, Any], generative: b
             notes.append(
                 f"evaluation.{key}={count}, but the {split} split has {sizes[split]} images: {use} {sizes[split]}"
             )
+    fpr = evaluation.get("anomaly_fpr", defaults.anomaly_fpr)
+    needed = math.ceil(1 / fpr - 1 - 1e-9)
+    if sizes.get("calibration") and sizes["calibration"] < needed:
+        count = sizes["calibration"]
+        notes.append(
+            f"the calibration split has {count} normal images, too few for evaluation.anomaly_fpr={fpr:g} (that needs "
+            f"{needed}): each threshold will be the largest calibration score, which promises a false-positive rate "
+            f"of 1/{count + 1} only; raise data.val_size or data.calibration_size"
+        )
     if "test" in sizes and sizes["test"] < SMALL_TEST_SPLIT:
         notes.append(
             f"the test split has {sizes['test']} images: the battery's scores move by chance between test splits "
@@ -76,15 +86,20 @@ def check_suite_data(suite: SuiteConfig, read_test: bool = True) -> list[str]:
     ``read_test=False`` (tuning, which never reads the test split) checks the training files only."""
     checked: dict[str, dict[str, int]] = {}
     notes: list[str] = []
-    for variant in suite["variants"]:
-        data = variant_data(suite, variant)
+    classes = suite.get("one_class") or [None]  # the one-class protocol: each class's split (its calibration)
+    for variant, normal_class in ((v, c) for v in suite["variants"] for c in classes):
+        data = variant_data(suite, variant) | ({} if normal_class is None else {"normal_classes": [normal_class]})
         key = images_of(data)
         if key in checked:
             continue
         try:
             checked[key] = split_sizes({k: v for k, v in data.items() if k not in SERVING_KEYS}, read_test)
         except (ConfigError, DataNotFoundError) as err:  # the same for every run of these variants: stop now
-            used_by = [v["name"] for v in suite["variants"] if images_of(variant_data(suite, v)) == key]
+            used_by = [
+                v["name"]
+                for v in suite["variants"]
+                if images_of(variant_data(suite, v) | {k: data[k] for k in ("normal_classes",) if k in data}) == key
+            ]
             scope = "every variant" if len(used_by) == len(suite["variants"]) else ", ".join(used_by)
             raise type(err)(f"{err} — nothing was run: this data setting is {scope}'s") from None
         generative = "one_class" not in suite and any(

@@ -34,6 +34,7 @@ from ae_lightning.callbacks import EpochLine, FitMeter, ImagePanels, ResumeCheck
 from ae_lightning.data import ImageDataModule, Noise
 from ae_lightning.devices import evaluation_device, peak_memory_mb
 from ae_lightning.errors import USER_ERRORS, find_user_error
+from ae_lightning.evaluation.anomaly import calibrated_threshold
 from ae_lightning.evaluation.battery import EvaluationSettings, battery_noise_generator, collapse_reason, evaluate
 from ae_lightning.evaluation.stages import Stages
 from ae_lightning.evaluation.views import write_latent_views
@@ -284,6 +285,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     model.to(device)
     splits = datamodule.splits
     anomaly: dict[str, torch.Tensor] = {}
+    calibration: dict[str, torch.Tensor] = {}
     stages = Stages()  # a line as each stage starts, and eval/<stage>_seconds in result.json
     metrics |= evaluate(
         model,
@@ -298,7 +300,11 @@ def run(run_dir: Path) -> dict[str, Any]:
         test_masks=datamodule.test_masks,
         test_factors=datamodule.test_factors,
         stages=stages,
+        calibration_images=splits["calibration"].images if "calibration" in splits else None,
+        calibration_out=calibration,
     )
+    if calibration:  # what `ae-lightning score` and `export` decide with (and re-set for another --fpr)
+        write_thresholds(run_dir / "thresholds.json", calibration, settings.anomaly_fpr)
     if anomaly:  # the report's ROC curves, histograms and worst cases
         is_anomaly, test_images = datamodule.test_is_anomaly, splits["test"].images.cpu()
         atomic_torch_save(
@@ -338,6 +344,21 @@ def run(run_dir: Path) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "metrics": metrics,
     }
+
+
+def write_thresholds(path: Path, calibration: dict[str, torch.Tensor], fpr: float) -> None:
+    """Each score's threshold for the target ``fpr`` and the calibration scores it was set on."""
+    thresholds = {}
+    for score, values in calibration.items():
+        threshold, promised = calibrated_threshold(values, fpr)
+        thresholds[score] = {
+            "threshold": threshold,
+            "promised_fpr": promised,
+            "calibration_scores": [float(v) for v in values],
+        }
+    write_json_atomic(
+        path, {"fpr": fpr, "calibration_images": len(next(iter(calibration.values()))), "scores": thresholds}
+    )
 
 
 def worst_cases(scores: torch.Tensor, is_anomaly: torch.Tensor, images: torch.Tensor, count: int = 8) -> dict:
