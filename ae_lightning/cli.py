@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "compare": "train every (variant, seed) of a suite side by side, judge them with one battery, write the report",
     "tune": "tune every variant of a suite at the same budget (Optuna, validation split), then compare the best",
     "score": "anomaly scores of new images from a trained run (score RUN_DIR --images DIR --out scores.csv)",
+    "export": "a run's detector as one TorchScript or ONNX file (export RUN_DIR --format onnx --out detector.onnx)",
 }
 
 
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             from ae_lightning.scoring import main as score_main
 
             sys.exit(score_main(args[1:]))
+        if args[:1] == ["export"]:
+            from ae_lightning.export import main as export_main
+
+            sys.exit(export_main(args[1:]))
         if args[:1] == ["tune"]:
             from ae_lightning.suite.tune import main as tune_main
 

@@ -656,3 +656,64 @@ def test_an_mvtec_folder_runs_to_a_report_with_pixel_scores(tmp_path, data_root)
     assert has_row(pixel_table, "AE") and has_row(pixel_table, "DAE")  # a row per variant
     for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png"):
         assert f"]({figure})" in report and (out / figure).is_file()
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_an_exported_scorer_gives_the_batterys_scores_and_flags(format, anomaly_suite, data_root, tmp_path):
+    """Each exportable score of a run, exported and run on the test split (TorchScript in torch, ONNX in
+    onnxruntime), matches the battery's saved scores and ``load()`` to 1e-5; its flags are the scores above the
+    run's threshold."""
+    import numpy as np
+
+    import ae_lightning
+    from ae_lightning.export import export
+
+    images = datamodule(data_root, normal_classes=[1]).splits["test"].images
+    for variant, scores in (("AE", ["reconstruction", "knn_code"]), ("VAE", ["reconstruction"])):
+        run_dir = run_of(anomaly_suite, variant)
+        saved = torch.load(run_dir / "anomaly_scores.pt", weights_only=True)["scores"]
+        thresholds = json.loads((run_dir / "thresholds.json").read_text())["scores"]
+        for score in scores:
+            out = tmp_path / f"{variant}_{score}.{'pt' if format == 'torchscript' else 'onnx'}"
+            about = export(run_dir, format, out, score=score)
+            assert about["threshold"] == thresholds[score]["threshold"] and about["score"] == score
+            if format == "torchscript":
+                files = {"ae_lightning.json": ""}
+                exported_scores, flags = torch.jit.load(str(out), _extra_files=files)(images)
+                recorded = json.loads(files["ae_lightning.json"])
+            else:
+                import onnx
+                import onnxruntime
+
+                session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+                outputs = session.run(None, {"images": images.numpy()})
+                exported_scores, flags = (torch.from_numpy(np.asarray(output)) for output in outputs)
+                recorded = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["ae_lightning"])
+            assert recorded["score"] == score and recorded["input"]["shape"] == ["N", 1, 28, 28]
+            assert torch.allclose(exported_scores, saved[score], rtol=1e-5, atol=1e-6), (variant, score)
+            if score == "reconstruction":
+                loaded = ae_lightning.load(run_dir).anomaly_score(images, score)
+                assert torch.allclose(exported_scores, loaded, rtol=1e-5, atol=1e-6)
+            assert torch.equal(flags.bool(), exported_scores.double() > thresholds[score]["threshold"])
+
+
+def test_what_cannot_be_exported_is_one_message_before_anything_is_written(anomaly_suite, tmp_path):
+    import shutil
+
+    out = tmp_path / "d.onnx"
+    vae, ae = run_of(anomaly_suite, "VAE"), run_of(anomaly_suite, "AE")
+    uncalibrated = tmp_path / "uncalibrated"
+    shutil.copytree(ae, uncalibrated, ignore=shutil.ignore_patterns("thresholds.json", "wandb"))
+    cases = [
+        ([str(uncalibrated)], "has no calibration scores for 'reconstruction' (thresholds.json), so the exported"),
+        ([str(vae), "--score", "elbo"], "--score elbo: it draws random samples from the posterior"),
+        ([str(ae), "--score", "center_distance"], "--score center_distance: not a score of Autoencoder; exportable"),
+        ([str(ae), "--fpr", "2"], "--fpr 2.0: a false-positive rate must be in (0, 1)"),
+        ([str(tmp_path / "nothing")], "is not a run directory"),
+        ([str(ae), "--format", "tflite"], "--format 'tflite' is not known; allowed: ['torchscript', 'onnx']"),
+    ]
+    for argv, message in cases:
+        format = [] if "--format" in argv else ["--format", "onnx"]
+        result = cli_in_process("export", *argv, *format, "--out", str(out), cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (argv, result.stderr[-1500:])
+        assert not out.exists()

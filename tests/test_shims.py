@@ -70,3 +70,23 @@ def test_should_log_step_falls_back_to_every_step():
 def test_capabilities_not_classes():
     assert isinstance(VariationalAutoencoder(), Samples) and isinstance(VariationalAutoencoder(), HasPosterior)
     assert not isinstance(Autoencoder(), Samples) and not isinstance(Autoencoder(), HasPosterior)
+
+
+def test_tracing_a_lightning_module_still_needs_jit_is_scripting():
+    """export.traceable sets LightningModule._jit_is_scripting so that tracing (which reads every attribute) does not
+    hit ``trainer``'s RuntimeError. If this fails, Lightning renamed it: TorchScript export then refuses with one
+    message (ONNX export is unaffected) until export.py follows."""
+    import pytest
+    import torch
+
+    from ae_lightning.export import traceable
+
+    model = Autoencoder(latent_dim=4).eval()
+    assert model._jit_is_scripting is False
+    with pytest.raises(RuntimeError, match="is not attached to a `Trainer`"):
+        torch.jit.trace(model, torch.zeros(2, 1, 28, 28), check_trace=False)
+    with traceable(model):
+        traced = torch.jit.trace(model, torch.zeros(2, 1, 28, 28), check_trace=False)
+    assert model._jit_is_scripting is False  # restored
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(traced(x), model(x))
