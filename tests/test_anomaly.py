@@ -547,6 +547,75 @@ def test_pixel_auroc_pools_every_pixel_of_every_image():
         pixel_auroc(maps[:2], masks)
 
 
+def brute_regions(mask: torch.Tensor) -> list[set[tuple[int, int]]]:
+    """8-connected regions of one bool mask by flood fill (independent of scipy)."""
+    seen, regions = set(), []
+    height, width = mask.shape
+    for start in zip(*torch.nonzero(mask, as_tuple=True)):
+        start = (int(start[0]), int(start[1]))
+        if start in seen:
+            continue
+        region, stack = set(), [start]
+        while stack:
+            i, j = stack.pop()
+            if (i, j) in seen or not (0 <= i < height and 0 <= j < width) or not mask[i, j]:
+                continue
+            seen.add((i, j))
+            region.add((i, j))
+            stack += [(i + di, j + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]
+        regions.append(region)
+    return regions
+
+
+def brute_aupro(maps: torch.Tensor, masks: torch.Tensor, limit: float = 0.3) -> float:
+    """One threshold at a time: every distinct value, flag the pixels at or above it; PRO = mean over regions of the
+    share flagged, FPR = share of defect-free pixels flagged; trapezoids up to ``limit``, interpolated there."""
+    import numpy as np
+
+    regions = [(index, region) for index, mask in enumerate(masks) for region in brute_regions(mask)]
+    points = [(0.0, 0.0)]
+    for threshold in sorted(set(maps.flatten().tolist()), reverse=True):
+        flagged = maps >= threshold
+        fpr = float((flagged & ~masks).sum()) / float((~masks).sum())
+        pro = sum(sum(bool(flagged[i][p]) for p in region) / len(region) for i, region in regions) / len(regions)
+        points.append((fpr, pro))
+    fpr, pro = np.array(points).T
+    keep = fpr <= limit
+    x, y = list(fpr[keep]), list(pro[keep])
+    if x[-1] < limit:
+        x.append(limit)
+        y.append(float(np.interp(limit, fpr, pro)))
+    return float(np.trapezoid(y, x)) / limit
+
+
+def test_aupro_matches_brute_force_and_weighs_every_region_alike():
+    from ae_lightning.evaluation.anomaly import pixel_aupro
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.zeros(5, 9, 9, dtype=torch.bool)
+    masks[0, 1:4, 1:4] = True  # a 3×3 region
+    masks[0, 6, 6] = masks[0, 7, 7] = True  # two diagonal pixels: one 8-connected region
+    masks[1, 0:2, 5:9] = True
+    masks[3, 4, 0:9] = True
+    for trial in range(3):
+        maps = torch.rand(5, 9, 9, generator=generator) + 0.6 * masks * trial  # from useless to good
+        maps = (maps * 20).round() / 20  # ties, as real maps have
+        assert pixel_aupro(maps, masks) == pytest.approx(brute_aupro(maps, masks), abs=1e-12)
+    assert pixel_aupro(masks.float(), masks) == pytest.approx(1.0)  # every defect pixel above every normal one
+    big = torch.rand(20, 64, 64, generator=generator)
+    big_masks = torch.zeros_like(big, dtype=torch.bool)
+    big_masks[:10, 10:30, 10:30] = True
+    assert pixel_aupro(big, big_masks) == pytest.approx(0.15, abs=0.01)  # random maps: PRO ≈ FPR, area 0.3²/2/0.3
+    # a large defect found and a small one missed: half the regions, whatever their pixel counts
+    masks = torch.zeros(2, 20, 20, dtype=torch.bool)
+    masks[0, :10, :10], masks[1, 0, 0] = True, True
+    maps = masks.float().clone()
+    maps += torch.rand(2, 20, 20, generator=generator) * 0.01
+    maps[1, 0, 0] = -1.0  # the one-pixel defect scores below every defect-free pixel
+    assert pixel_aupro(maps, masks) == pytest.approx(brute_aupro(maps, masks), abs=1e-12)
+    assert pixel_aupro(maps, masks) == pytest.approx(0.5)  # pixel-weighted it would be 100/101
+
+
 def test_auroc_is_exact_on_many_pixels():
     """CI once read 1.0000001 for an MVTec pixel AUROC: torchmetrics accumulates its curve in float32 (this very
     set reads 1.0000001 there)."""
@@ -654,8 +723,63 @@ def test_an_mvtec_folder_runs_to_a_report_with_pixel_scores(tmp_path, data_root)
     assert "Anomaly detection on an MVTec AD folder" in report and "Pixel AUROC, per-pixel reconstruction" in report
     pixel_table = report.split("Pixel AUROC, per-pixel")[1].split("\n\n")[1]
     assert has_row(pixel_table, "AE") and has_row(pixel_table, "DAE")  # a row per variant
-    for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png"):
+    for figure in ("anomaly_roc.png", "anomaly_histograms.png", "anomaly_worst.png", "anomaly_maps_AE.png"):
         assert f"]({figure})" in report and (out / figure).is_file()
+    assert "Pixel AUPRO: the mean overlap with each defect region" in report
+    for record in records:  # the pixel threshold from calibration images; AUPRO as the maps give it
+        metrics = record["metrics"]
+        assert 0 <= metrics["anomaly/reconstruction/pixel_aupro"] <= 1
+        thresholds = json.loads((Path(record["run_dir"]) / "thresholds.json").read_text())
+        assert thresholds["pixel_threshold"] == metrics["anomaly/reconstruction/pixel_threshold"]
+        shown = torch.load(Path(record["run_dir"]) / "anomaly_scores.pt", weights_only=True)["maps"]
+        assert shown["kind"][:8] == ["false positive"] * 4 + ["false negative"] * 4
+        assert shown["kind"][8:] == ["scratch", "scratch", "spot", "spot"]  # the first two of each defect type
+
+
+def test_inspection_data_has_its_defects_where_its_masks_say(tmp_path):
+    from ae_lightning.data.inspection import main as make_inspection
+    from ae_lightning.data.inspection import write_inspection_folder
+
+    root = write_inspection_folder(tmp_path / "cloth", n_train=20, n_good=4, n_per_defect=3, size=32, seed=1)
+    dm = mvtec(root)
+    test = dm.splits["test"]
+    assert test.labels.tolist() == [0] * 4 + [1] * 3 + [2] * 3 + [3] * 3  # good, hole, scratch, stain
+    assert dm.class_names == ["good", "hole", "scratch", "stain"]
+    assert not dm.test_masks[:4].any() and all(dm.test_masks[i].any() for i in range(4, 13))
+    # a defect changes the cloth inside its mask, and outside it by no more than the mask's level (a stain's edge)
+    from ae_lightning.data.inspection import DEFECTS, MASK_LEVEL, draw_defect, texture
+
+    generator = torch.Generator().manual_seed(3)
+    for kind in DEFECTS:
+        for _ in range(5):
+            clean = texture(32, generator)
+            defective, mask = draw_defect(clean, kind, generator)
+            assert mask.any() and (defective[~mask] - clean[~mask]).abs().max() <= MASK_LEVEL + 1, kind
+            assert (defective[mask] - clean[mask]).abs().mean() > 8, kind
+    again = write_inspection_folder(tmp_path / "again", n_train=20, n_good=4, n_per_defect=3, size=32, seed=1)
+    assert (again / "test/scratch/001.png").read_bytes() == (root / "test/scratch/001.png").read_bytes()
+    with pytest.raises(SystemExit):  # a non-empty folder is never written into
+        make_inspection([str(root)])
+
+
+def test_anomaly_map_figures_show_image_map_mask_and_flags(tmp_path):
+    from ae_lightning.evaluation.report_figures import anomaly_map_figures
+
+    run = tmp_path / "run"
+    run.mkdir()
+    images = (torch.rand(6, 1, 16, 16) * 255).to(torch.uint8)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[3:, 4:8, 4:8] = True
+    shown = {
+        "index": torch.arange(6), "kind": ["false positive"] * 2 + ["false negative"] * 2 + ["hole", "stain"],
+        "images": images, "maps": torch.rand(6, 16, 16) + masks, "masks": masks, "scores": torch.rand(6),
+        "pixel_threshold": 0.9,
+    }  # fmt: skip
+    torch.save({"maps": shown}, run / "anomaly_scores.pt")
+    written = anomaly_map_figures({"AE (conv)": {"run_dir": str(run), "seed": 0}}, tmp_path)
+    assert written == ["anomaly_maps_AE__conv_.png"] and (tmp_path / written[0]).stat().st_size > 10_000
+    torch.save({}, run / "anomaly_scores.pt")  # no masks, no maps: no figure
+    assert anomaly_map_figures({"AE": {"run_dir": str(run), "seed": 0}}, tmp_path) == []
 
 
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])

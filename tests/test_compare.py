@@ -270,7 +270,12 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
     from ae_lightning.suite.config import load_suite
     from ae_lightning.suite.search import load_tuning
 
-    overrides = Namespace(epochs=None, data_root=str(data_root), seeds=[0], wandb="disabled", only=None)
+    root = data_root
+    if yaml.safe_load(suite_path.read_text())["data"].get("name") == "mvtec":  # an inspection folder, generated small
+        from ae_lightning.data.inspection import write_inspection_folder
+
+        root = write_inspection_folder(tmp_path / "inspection", n_train=80, n_good=4, n_per_defect=2)
+    overrides = Namespace(epochs=None, data_root=str(root), seeds=[0], wandb="disabled", only=None)
     suite = load_suite(suite_path, overrides)
     if "tuning" in suite:  # its search spaces too: both ends of every range build a valid variant
         assert load_tuning(suite, suite_path)["spaces"], suite_path
@@ -281,7 +286,8 @@ def test_every_variant_of_every_shipped_suite_runs_a_step(suite_path, data_root,
         if run.normal_class != classes[0]:
             continue  # the one-class protocol: the other classes' runs differ only in the normal class
         spec = run.spec
-        dm = ImageDataModule(**{**spec["data"], "val_size": 50, "download": False})
+        small = {"val_size": 50} | ({"calibration_size": 10} if "calibration_size" in spec["data"] else {})
+        dm = ImageDataModule(**{**spec["data"], **small, "download": False})
         model = VARIANTS[spec["model"]](input_shape=dm.image_shape, **spec["model_args"])
         trainer = pl.Trainer(
             **{**spec["trainer"], "accelerator": "cpu"},

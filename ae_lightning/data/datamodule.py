@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import pytorch_lightning as pl
@@ -29,7 +30,7 @@ from ae_lightning import seeding
 from ae_lightning.data import sources
 from ae_lightning.data.batch import Batch
 from ae_lightning.data.corruption import BINARIZE_MODES, Noise, binarize_images, sample_binary
-from ae_lightning.data.mvtec import load_mvtec
+from ae_lightning.data.mvtec import load_mvtec, mvtec_class_names
 from ae_lightning.data.shapes import load_shapes
 from ae_lightning.data.standardize import STANDARDIZE_MODES, image_statistics
 from ae_lightning.errors import ConfigError
@@ -363,6 +364,8 @@ class ImageDataModule(pl.LightningDataModule):
         sorted name order (how their labels are given); None where the labels have no names."""
         if self.name == "folder":
             return sources.folder_classes(self.root) or None
+        if self.name == "mvtec":  # good, then the defect folders in sorted order
+            return mvtec_class_names(Path(self.root).expanduser())
         return sources.CLASS_NAMES.get(self.name)
 
     def own_data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

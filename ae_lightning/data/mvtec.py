@@ -53,6 +53,11 @@ def split_files(root: Path, split: str) -> tuple[list[Path], list[int], list[str
     return files, labels, names
 
 
+def mvtec_class_names(root: Path) -> list[str]:
+    """The labels' names: ``good``, then the test split's defect folders in sorted order."""
+    return split_files(root, "test")[2]
+
+
 def mask_files(root: Path, test_files: list[Path], labels: list[int]) -> list[Path | None] | None:
     """Each test image's mask (None for ``good`` images), or None when the folder has no ``ground_truth/``; every
     defect image needs its mask and every mask its image."""

@@ -16,7 +16,11 @@ Metrics per score, torchmetrics where it has them: ``anomaly/<score>/auroc`` (P(
 normal one)), ``…/auprc`` (average precision with the anomalies as positives) and ``…/fpr_at_95tpr`` (the share of
 normal images flagged at the threshold that catches 95 % of anomalies; lower is better). With defect masks (MVTec
 AD's ``ground_truth``), ``anomaly/reconstruction/pixel_auroc``: the AUROC of the per-pixel reconstruction error
-(``model.anomaly_map``) against the masks, over every pixel of every test image, as MVTec AD and anomalib report it.
+(``model.anomaly_map``) against the masks, over every pixel of every test image, as MVTec AD and anomalib report it,
+and ``anomaly/reconstruction/pixel_aupro``: the area under the per-region overlap (PRO) curve up to a pixel
+false-positive rate of 30 %, divided by 0.3 (Bergmann et al. 2021, "The MVTec AD dataset"; anomalib's AUPRO): each
+connected defect region (8-connected) counts the same whatever its size, so a large defect cannot hide missed small
+ones.
 
 Thresholds that decide, set on normal images only: where the data holds a calibration split (normal validation
 images never trained on, never used to choose a checkpoint; ``data.calibration_size``), each score's threshold is
@@ -46,9 +50,12 @@ DETECTION_METRICS = ("auroc", "auprc", "fpr_at_95tpr")
 # at the threshold calibrated on normal images; the realised FPR is held against its target, so it is not ranked
 THRESHOLD_METRICS = ("at_threshold/fpr", "at_threshold/tpr", "at_threshold/precision")
 PIXEL_KEY = "anomaly/reconstruction/pixel_auroc"  # with defect masks (MVTec AD): per-pixel reconstruction error
+AUPRO_KEY = "anomaly/reconstruction/pixel_aupro"  # … and its per-region overlap up to 30 % FPR
+AUPRO_FPR_LIMIT = 0.3
 ANOMALY_KEYS = (
     *(f"anomaly/{score}/{metric}" for score in SCORES for metric in DETECTION_METRICS + THRESHOLD_METRICS),
     PIXEL_KEY,
+    AUPRO_KEY,
 )
 HIGHER_IS_BETTER = {
     key for key in ANOMALY_KEYS if not key.endswith("fpr_at_95tpr") and not key.endswith("at_threshold/fpr")
@@ -190,3 +197,76 @@ def calibrated_metrics(
         results[f"anomaly/{score}/threshold"] = threshold
         results |= {f"anomaly/{score}/{k}": v for k, v in threshold_metrics(values, is_anomaly, threshold).items()}
     return results
+
+
+def defect_regions(masks: Tensor) -> Tensor:
+    """Each connected defect region of bool ``masks`` [N, H, W] numbered 1, 2, … across all images (8-connected,
+    as MVTec AD's evaluation labels them), 0 outside every defect; int64 [N, H, W]."""
+    import numpy as np
+    import scipy.ndimage
+
+    regions = np.zeros(masks.shape, dtype=np.int64)
+    count = 0
+    for index, mask in enumerate(masks.cpu().numpy()):
+        labelled, found = scipy.ndimage.label(mask, structure=np.ones((3, 3)))
+        regions[index] = np.where(labelled > 0, labelled + count, 0)
+        count += found
+    return torch.from_numpy(regions)
+
+
+def pro_curve(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """(pixel FPR, PRO) at every distinct threshold of ``maps`` [N, H, W] against bool ``masks``, from the highest
+    threshold down, starting at (0, 0): FPR is the share of defect-free pixels above the threshold, PRO the mean over
+    defect regions of the share of the region's pixels above it. One sort of all pixels; float64."""
+    regions = defect_regions(masks).flatten()
+    scores = maps.flatten().double()
+    order = torch.argsort(scores, descending=True)
+    scores, regions = scores[order], regions[order]
+    normal = regions == 0
+    region_count = int(regions.max())
+    region_sizes = torch.bincount(regions, minlength=region_count + 1).double()
+    # a defect pixel adds 1 / (its region's size × the number of regions) to the PRO once it is above the threshold
+    weight = torch.where(normal, torch.zeros_like(scores), 1 / (region_sizes[regions] * region_count))
+    fpr = torch.cumsum(normal.double(), 0) / int(normal.sum())
+    pro = torch.cumsum(weight, 0)
+    last_of_tie = torch.ones_like(normal)
+    last_of_tie[:-1] = scores[1:] != scores[:-1]  # a threshold takes every pixel of its value at once
+    zero = torch.zeros(1, dtype=torch.float64)
+    return torch.cat([zero, fpr[last_of_tie]]), torch.cat([zero, pro[last_of_tie]])
+
+
+def area_up_to(fpr: Tensor, curve: Tensor, limit: float) -> float:
+    """Trapezoidal area under ``curve`` over ``fpr`` (non-decreasing, from 0) up to ``limit``, the curve
+    interpolated linearly at the limit, divided by ``limit``."""
+    inside = fpr <= limit
+    x, y = fpr[inside], curve[inside]
+    if x[-1] < limit and len(x) < len(fpr):  # close the area at the limit, between the last point in and the next
+        x0, x1, y0, y1 = fpr[len(x) - 1], fpr[len(x)], curve[len(x) - 1], curve[len(x)]
+        y_limit = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+        x, y = torch.cat([x, x.new_tensor([limit])]), torch.cat([y, y.new_tensor([float(y_limit)])])
+    return float(torch.trapezoid(y, x)) / limit
+
+
+def pixel_aupro(maps: Tensor, masks: Tensor, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
+    """Normalised area under the PRO curve up to ``fpr_limit`` (see the module docstring); NaN where a map is not
+    finite or the masks hold no defect or no defect-free pixel."""
+    if maps.shape != masks.shape:
+        raise ValueError(f"anomaly maps {list(maps.shape)} and masks {list(masks.shape)} differ in shape")
+    if not torch.isfinite(maps).all() or not masks.any() or masks.all():
+        return math.nan
+    fpr, pro = pro_curve(maps, masks.bool())
+    return area_up_to(fpr, pro, fpr_limit)
+
+
+def pixel_threshold_metrics(maps: Tensor, masks: Tensor, calibration_maps: Tensor, fpr: float) -> dict[str, float]:
+    """The pixel threshold — the calibration images' pixel scores' quantile for ``fpr``, set as the image thresholds
+    are (pixels of one image are not independent, so this is a quantile, not a guarantee) — and, at it, the share of
+    the test split's defect-free pixels flagged and of its defect pixels found."""
+    threshold, _ = calibrated_threshold(calibration_maps.flatten(), fpr)
+    flagged = maps > threshold
+    masks = masks.bool()
+    return {
+        "anomaly/reconstruction/pixel_threshold": threshold,
+        "anomaly/reconstruction/pixel_at_threshold/fpr": float(flagged[~masks].double().mean()),
+        "anomaly/reconstruction/pixel_at_threshold/tpr": float(flagged[masks].double().mean()),
+    }

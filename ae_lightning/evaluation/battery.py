@@ -48,11 +48,14 @@ from ae_lightning import seeding
 from ae_lightning.data.corruption import Noise
 from ae_lightning.distances import standard_deviation
 from ae_lightning.evaluation.anomaly import (
+    AUPRO_KEY,
     PIXEL_KEY,
     anomaly_metrics,
     anomaly_scores,
     calibrated_metrics,
+    pixel_aupro,
     pixel_auroc,
+    pixel_threshold_metrics,
 )
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORES
 from ae_lightning.evaluation.disentanglement import disentanglement_metrics
@@ -422,6 +425,7 @@ def evaluate(
     stages: Stages | None = None,
     calibration_images: Tensor | None = None,
     calibration_out: dict[str, Tensor] | None = None,
+    maps_out: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Every battery metric that applies to ``model`` (the VAE keys only for VAEs; the generative ones for models
         that sample, with the domain classifier cached in ``classifier_cache``; the anomaly keys where
@@ -429,7 +433,8 @@ def evaluate(
         ``anomaly_out`` — and the pixel AUROC where ``test_masks`` mark the defects; MIG and DCI where
         ``test_factors`` give the test images' generative factors); with ``calibration_images`` (normal images
         neither trained nor tested on) each score's threshold for ``settings.anomaly_fpr`` and the test split's
-        rates at it, their scores into ``calibration_out``. Each stage is announced and timed by ``stages``
+        rates at it, their scores into ``calibration_out`` (and, with masks, the pixel threshold; the test
+        images' anomaly maps into ``maps_out``). Each stage is announced and timed by ``stages``
     (silent when None) into ``eval/<stage>_seconds``; ``eval/test_images``, ``eval/probe_train_samples``,
     ``eval/iw_images`` and ``eval/gen_samples`` record how many images the metrics actually used."""
     stages = stages or Stages(quiet=True)
@@ -486,6 +491,12 @@ def evaluate(
             if test_masks is not None and "reconstruction" in scores:
                 maps = model.anomaly_map(test_images, settings.batch_size).cpu()
                 results[PIXEL_KEY] = pixel_auroc(maps, test_masks)
+                results[AUPRO_KEY] = pixel_aupro(maps, test_masks)
+                if calibration_images is not None and len(calibration_images):
+                    calibration_maps = model.anomaly_map(calibration_images, settings.batch_size).cpu()
+                    results |= pixel_threshold_metrics(maps, test_masks, calibration_maps, settings.anomaly_fpr)
+                if maps_out is not None:
+                    maps_out["maps"] = maps
         if anomaly_out is not None:
             anomaly_out.update(scores)
     if test_factors is not None:

@@ -199,6 +199,8 @@ def anomaly_tables(table, compared, labels=None, fpr: float = 0.01) -> list[str]
         "auprc": "AUPRC (anomalies positive) ↑",
         "fpr_at_95tpr": "FPR at 95 % TPR ↓",
         "pixel_auroc": "Pixel AUROC, per-pixel reconstruction error against the defect masks ↑",
+        "pixel_aupro": "Pixel AUPRO: the mean overlap with each defect region up to a 30 % pixel false-positive rate, "
+        "every region counting alike (MVTec AD, anomalib) ↑",
         "at_threshold/fpr": "Realised false-positive rate on the test split at the threshold set on the normal "
         f"calibration images for a target of {fpr:g} (not ranked: it should match the target)",
         "at_threshold/tpr": "Recall (anomalies flagged) at that threshold ↑",

@@ -274,7 +274,7 @@ def anomaly_figures(
                 saved[variant] = (data["scores"][score].float(), data["is_anomaly"].bool(), record["seed"])
     if not saved:
         return []
-    written = worst_cases_figure(chosen, out, score, scope)
+    written = worst_cases_figure(chosen, out, score, scope) + anomaly_map_figures(chosen, out)
     figure, axis = plt.subplots(figsize=(5.2, 4.6))
     for variant, (scores, is_anomaly, seed) in saved.items():
         fpr, tpr, _ = binary_roc(as_probabilities(scores), is_anomaly.long())
@@ -314,6 +314,54 @@ def anomaly_figures(
     figure.savefig(out / "anomaly_histograms.png", dpi=110)
     plt.close(figure)
     return ["anomaly_roc.png", "anomaly_histograms.png", *written]
+
+
+def anomaly_map_figures(chosen: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """``anomaly_maps_<variant>.png`` for runs with defect masks: a column per shown test image (the worst false
+    positives and false negatives, then the first two of each defect type), rows image, anomaly map (the per-pixel
+    reconstruction error, one colour scale for the figure), defect mask, and the map above the pixel threshold set
+    on normal calibration images."""
+    written = []
+    for variant, record in chosen.items():
+        path = Path(record["run_dir"]) / "anomaly_scores.pt"
+        shown = torch.load(path, weights_only=True).get("maps") if path.is_file() else None
+        if not shown:
+            continue
+        images, maps, masks = shown["images"].float() / 255, shown["maps"].float(), shown["masks"]
+        threshold = float(shown["pixel_threshold"])
+        scale = float(torch.quantile(maps.flatten()[:1_000_000], 0.995)) or 1.0
+        columns = len(images)
+        figure, axes = plt.subplots(4, columns, figsize=(1.25 * columns + 1.2, 5.6), squeeze=False)
+        rows = ["image", "anomaly map", "defect mask", "map > pixel threshold"]
+        for column in range(columns):
+            image = images[column].permute(1, 2, 0).squeeze(-1).numpy()
+            panels = [
+                (image, {"cmap": "gray", "vmin": 0, "vmax": 1}),
+                (maps[column].numpy(), {"cmap": "inferno", "vmin": 0, "vmax": scale}),
+                (masks[column].float().numpy(), {"cmap": "gray", "vmin": 0, "vmax": 1}),
+                ((maps[column] > threshold).float().numpy(), {"cmap": "gray", "vmin": 0, "vmax": 1}),
+            ]
+            for row, (panel, style) in enumerate(panels):
+                axis = axes[row, column]
+                axis.imshow(panel, interpolation="nearest", **style)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if column == 0:
+                    axis.set_ylabel(rows[row], fontsize=8)
+            axes[0, column].set_title(
+                f"{shown['kind'][column]}\nscore {float(shown['scores'][column]):.3g}", fontsize=7
+            )
+        figure.suptitle(
+            f"{variant} (seed {record['seed']}): where the reconstruction fails — worst false positives, worst false "
+            f"negatives, then each defect type (pixel threshold {threshold:.3g})",
+            fontsize=9,
+        )
+        figure.tight_layout()
+        name = "anomaly_maps_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in variant) + ".png"
+        figure.savefig(out / name, dpi=100)
+        plt.close(figure)
+        written.append(name)
+    return written
 
 
 def worst_cases_figure(chosen: dict[str, dict[str, Any]], out: Path, score: str, scope: str) -> list[str]:

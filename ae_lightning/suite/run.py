@@ -286,6 +286,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     splits = datamodule.splits
     anomaly: dict[str, torch.Tensor] = {}
     calibration: dict[str, torch.Tensor] = {}
+    maps: dict[str, torch.Tensor] = {}
     stages = Stages()  # a line as each stage starts, and eval/<stage>_seconds in result.json
     metrics |= evaluate(
         model,
@@ -302,17 +303,22 @@ def run(run_dir: Path) -> dict[str, Any]:
         stages=stages,
         calibration_images=splits["calibration"].images if "calibration" in splits else None,
         calibration_out=calibration,
+        maps_out=maps,
     )
     if calibration:  # what `ae-lightning score` and `export` decide with (and re-set for another --fpr)
-        write_thresholds(run_dir / "thresholds.json", calibration, settings.anomaly_fpr)
+        pixel = metrics.get("anomaly/reconstruction/pixel_threshold")
+        write_thresholds(run_dir / "thresholds.json", calibration, settings.anomaly_fpr, pixel)
     if anomaly:  # the report's ROC curves, histograms and worst cases
         is_anomaly, test_images = datamodule.test_is_anomaly, splits["test"].images.cpu()
+        # with defect masks: the images the report shows with their anomaly maps
+        examples = map_examples(maps["maps"], anomaly["reconstruction"], datamodule, metrics) if maps else None
         atomic_torch_save(
             {
                 "scores": anomaly,
                 "is_anomaly": is_anomaly,
                 "labels": splits["test"].labels.cpu(),
                 "worst": {score: worst_cases(values, is_anomaly, test_images) for score, values in anomaly.items()},
+                **({"maps": examples} if examples else {}),
             },
             run_dir / "anomaly_scores.pt",
         )
@@ -346,8 +352,36 @@ def run(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def write_thresholds(path: Path, calibration: dict[str, torch.Tensor], fpr: float) -> None:
-    """Each score's threshold for the target ``fpr`` and the calibration scores it was set on."""
+def map_examples(
+    maps: torch.Tensor, scores: torch.Tensor, datamodule: ImageDataModule, metrics: dict[str, Any], count: int = 4
+) -> dict[str, Any]:
+    """The test images the report's ``anomaly_maps.png`` shows with their anomaly maps and masks: the ``count``
+    normal images scored most anomalous (false positives), the ``count`` anomalies scored most normal (false
+    negatives), and the first two of each defect type."""
+    split, is_anomaly = datamodule.splits["test"], datamodule.test_is_anomaly
+    labels = split.labels.cpu()
+    names = datamodule.class_names or []
+    normal, anomalous = (~is_anomaly).nonzero()[:, 0], is_anomaly.nonzero()[:, 0]
+    chosen = [(int(i), "false positive") for i in normal[scores[normal].argsort(descending=True)[:count]]]
+    chosen += [(int(i), "false negative") for i in anomalous[scores[anomalous].argsort()[:count]]]
+    for label in labels[anomalous].unique().tolist():
+        kind = names[label] if label < len(names) else f"defect {label}"
+        chosen += [(int(i), kind) for i in (labels == label).nonzero()[:2, 0]]
+    index = torch.tensor([i for i, _ in chosen])
+    return {
+        "index": index,
+        "kind": [kind for _, kind in chosen],
+        "images": split.images[index].cpu(),
+        "maps": maps[index],
+        "masks": datamodule.test_masks[index],
+        "scores": scores[index],
+        "pixel_threshold": metrics.get("anomaly/reconstruction/pixel_threshold", float("nan")),
+    }
+
+
+def write_thresholds(path: Path, calibration: dict[str, torch.Tensor], fpr: float, pixel: float | None) -> None:
+    """Each score's threshold for the target ``fpr`` and the calibration scores it was set on (and, for runs with
+    defect masks, the pixel threshold of the anomaly maps)."""
     thresholds = {}
     for score, values in calibration.items():
         threshold, promised = calibrated_threshold(values, fpr)
@@ -356,9 +390,10 @@ def write_thresholds(path: Path, calibration: dict[str, torch.Tensor], fpr: floa
             "promised_fpr": promised,
             "calibration_scores": [float(v) for v in values],
         }
-    write_json_atomic(
-        path, {"fpr": fpr, "calibration_images": len(next(iter(calibration.values()))), "scores": thresholds}
-    )
+    written = {"fpr": fpr, "calibration_images": len(next(iter(calibration.values()))), "scores": thresholds}
+    if pixel is not None:
+        written["pixel_threshold"] = pixel
+    write_json_atomic(path, written)
 
 
 def worst_cases(scores: torch.Tensor, is_anomaly: torch.Tensor, images: torch.Tensor, count: int = 8) -> dict:
