@@ -119,12 +119,13 @@ def test_the_shipped_fashion_mnist_suite_works_at_a_reduced_budget(fashion_root,
 @pytest.mark.parametrize("learning_rate", [1e-3, 1e-2])  # the ends of the range
 def test_top_k_codes_with_auxk_keep_their_units_alive(learning_rate, fashion_root):
     """The top-8 of 64 code (fashion_mnist.yaml's SparseAE-top8) at a reduced budget (3 epochs' worth of batches, no
-    k schedule), 3 seeds: at most a quarter of the units dead on the test split by the battery's own count.
+    k schedule), 3 seeds: at most 10 % of the units (6 of 64) dead on the test split by the battery's own count, in
+    every run.
 
-    Measured with AuxK (this test, 2026-12-06): lr 1e-3 seeds 0/1/2: 4, 7, 6 of 64 dead; lr 1e-2: 8, 8, 7; without it
-    (k_aux = 0) 49 of 64 at this budget (lr 1e-3, seed 0), and 44–49 on each of 9 runs at a third of it (lr 1e-3,
-    3e-3, 1e-2 × 3 seeds). Issue 28 asks for at most 10 % (6 units) in every run: 3 of these 6 runs reach it, so
-    the bound here is what AuxK was measured to do, with a margin, and far below the runs without it."""
+    Measured (this test's runs, 2026-12-06, counted on the test split; the default aux_weight was chosen on the
+    validation split's counts): with AuxK at aux_weight 1/4, lr 1e-3 seeds 0/1/2: 0, 0, 1 of 64 dead; lr 1e-2: 0, 3,
+    2. At Gao's 1/32: lr 1e-3 seeds 0/1/2: 4, 7, 6; lr 1e-2: 8, 8, 7. Without AuxK (k_aux = 0): 49 of 64 (lr 1e-3,
+    seed 0), 44–49 on each of 9 runs at a third of the budget."""
     from ae_lightning import SparseAutoencoder
     from ae_lightning.evaluation.battery import dead_units
 
@@ -149,4 +150,4 @@ def test_top_k_codes_with_auxk_keep_their_units_alive(learning_rate, fashion_roo
         with torch.no_grad():
             dead_counts[seed] = dead_units(model.encode(test), sigmoid_codes=False)[0]
     print(f"lr {learning_rate}: dead units of 64 per seed {dead_counts}")
-    assert all(dead <= 16 for dead in dead_counts.values()), dead_counts
+    assert all(dead <= 6 for dead in dead_counts.values()), dead_counts

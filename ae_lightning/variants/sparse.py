@@ -50,7 +50,10 @@ class SparseAutoencoder(AutoencoderBase):
       training images; z_aux keeps the ``k_aux`` largest pre-activations of the dead units, which must then
       reconstruct what the live code leaves (the residual: with Gao's linear decoder, ‖e − W z_aux‖² with
       e = x − x̂ detached is exactly this term; here the decoder is not linear, so the dead units are added to the
-      detached code). α = ``aux_weight`` (Gao: 1/32). Only while training: validation and test losses are the
+      detached code). α = ``aux_weight``, 1/4 by default: Gao's 1/32 (set for a linear decoder on language-model
+      activations) left 6–11 of 64 units dead on Fashion-MNIST's validation split at three epochs' budget (top-8, lr
+      1e-3 and 1e-2), 1/4 left 0–4 in each of six runs (lr 1e-3, 1e-2 × 3 seeds) at a validation MSE within 3 % of
+      it. Only while training: validation and test losses are the
       reconstruction. ``k_aux=0`` turns it off. ``train/dead_latents`` counts the dead units.
 
     λ and β are ``sparsity_weight`` (l1, kl); ρ is ``target_activation`` (kl); k is ``k`` (topk, default
@@ -68,7 +71,7 @@ class SparseAutoencoder(AutoencoderBase):
         k: int | None = None,
         k_schedule_steps: int = 0,
         k_aux: int | None = None,
-        aux_weight: float = 1 / 32,
+        aux_weight: float = 0.25,
         dead_after_samples: int = 1_000,
         **kwargs,
     ) -> None:
@@ -81,7 +84,7 @@ class SparseAutoencoder(AutoencoderBase):
             "k": (k, penalty != "topk" and k is not None, "topk"),
             "k_schedule_steps": (k_schedule_steps, penalty != "topk" and k_schedule_steps != 0, "topk"),
             "k_aux": (k_aux, penalty != "topk" and k_aux is not None, "topk"),
-            "aux_weight": (aux_weight, penalty != "topk" and aux_weight != 1 / 32, "topk"),
+            "aux_weight": (aux_weight, penalty != "topk" and aux_weight != 0.25, "topk"),
             "dead_after_samples": (dead_after_samples, penalty != "topk" and dead_after_samples != 1_000, "topk"),
         }
         for name, (value, unused, used_by) in ignored.items():
