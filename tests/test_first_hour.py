@@ -336,7 +336,7 @@ def test_the_report_opens_with_sentences_drawn_from_its_comparison(tmp_path):
     assert "; B is not separated from it with 5 seeds, and C is worse." in brief
     # the pixel baseline beats every code here, and the opening says so, with both numbers
     assert "No code beats the same linear probe on the raw pixels (0.9; the best code, A's, reaches 0.79" in brief
-    assert "With 5 seeds, 'worse' means separated from the best by Tukey's test" in brief
+    assert "With 5 seeds, 'worse' means separated from the best by a paired test on that pair's own spread" in brief
     assert "The test split holds 200 images" in brief and "**Small test split: 200 images.**" in report
     # the cost of the fit: memory on the CPU is the process's RSS — not ranked, and the report says why
     assert "fit/peak_mem_mb" not in compared and "fit/seconds" in compared

@@ -130,13 +130,16 @@ def caveats(
         )
     else:
         lines.append(
-            f"With {len(seeds)} seeds, 'worse' means separated from the best by Tukey's test against the best "
-            f"({ALPHA:.0%} family-wise error for each metric); 'not separated' is not 'equal'."
+            f"With {len(seeds)} seeds, 'worse' means separated from the best by a paired test on that pair's own "
+            f"spread ({ALPHA:.0%} family-wise error for each metric, noisy variants or not); 'not separated' is not "
+            "'equal'."
         )
     if test_images is not None and test_images < small_test_split:
         lines.append(f"The test split holds {test_images} images: small differences here are within chance.")
     if failed:
-        lines.append(f"{failed} of {runs} runs did not finish; the comparisons use the seeds every variant finished.")
+        lines.append(
+            f"{failed} of {runs} runs did not finish; each comparison uses the seeds the two variants both finished."
+        )
     if shared:
         lines.append("The runs shared the machine (several at a time): their fit times are information, not a ranking.")
     return lines

@@ -331,8 +331,11 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval over seeds (Student's t); best mean per "
             "column in **bold**; ≈ marks a variant *not separated* from the best with these seeds — not shown to be "
             "equal, only not shown to differ. Unmarked variants are separable from the best, with a "
-            f"{ALPHA:.0%} family-wise error rate for each column's whole statement (Tukey's studentized range "
-            "against the best, seeds as blocks; `comparison.json` holds each column's verdict)."
+            f"{ALPHA:.0%} family-wise error rate for each column's whole statement, whether or not the variants are "
+            "equally noisy (each variant's per-seed differences from the best on the seeds both finished, a paired t "
+            "on that pair's own spread, Bonferroni over every ordered pair; `comparison.json` holds each column's "
+            "verdict). With few seeds only large differences separate: the lines under a table say how many seeds "
+            "would separate the rest."
         )
     else:
         statistics_note = (
@@ -450,13 +453,19 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             if key in compared and (line := unseparated_line(key, compared[key])) is not None
         ]
         finished = sorted({r["seed"] for r in records if r["status"] == "done"})
-        fewer = sorted({tuple(compared[k].seeds) for k in keys if k in compared and compared[k].seeds != finished})
-        unseparated += [
-            f"Marks compare seeds {list(seeds)} only, the ones every variant finished; the cells average all of a "
-            "variant's seeds."
-            for seeds in fewer
-            if len(seeds) > 1
-        ]
+        fewer = {
+            f"{variant} {count} of {len(finished)}"
+            for k in keys
+            if k in compared
+            for variant, count in compared[k].pair_seeds.items()
+            if count < len(finished)
+        }
+        if fewer:
+            unseparated.append(
+                "Marks rest on the seeds each variant shares with the best, fewer than the suite's for: "
+                + ", ".join(sorted(fewer))
+                + "; the cells average all of a variant's seeds."
+            )
         if unseparated:
             lines += ["\n".join(f"- {line}" for line in unseparated), ""]
         if section == "Generative quality":

@@ -3,8 +3,9 @@
 - :func:`summarize`: mean, standard deviation, n and a 95 % confidence interval of the mean by Student's t
   (mean ± t₀.₉₇₅,ₙ₋₁ · s/√n); with one seed there is no interval.
 - :func:`compare_with_best`: which variant is best on a metric and which are separable from it, with the error rate
-  held for the whole statement (Tukey's studentized range; see its docstring for why), and how many seeds would
-  separate each pair that is not separated.
+  held for the whole statement whether or not the variants are equally noisy (paired t on each pair's own spread,
+  Bonferroni over the pairs; see its docstring for why), and how many seeds would separate each pair that is not
+  separated.
 - :func:`probability_of_improvement`: P(X scores better than Y) over all pairs of their runs, ties counted half
   (the Mann–Whitney statistic over n·m; Agarwal et al. 2021, rliable).
 """
@@ -57,17 +58,6 @@ def clearly_above(
     return shown
 
 
-@functools.lru_cache(maxsize=4096)
-def range_critical_value(variants: int, df: float, alpha: float = ALPHA) -> float:
-    """c such that P(the largest difference between ``variants`` equal means exceeds c standard errors of one
-    difference) = α, with the variance estimated on ``df`` degrees of freedom: Tukey's studentized range quantile
-    q₁₋α(k, df) / √2. For two variants it is the two-sided t quantile t₁₋α/₂,df (tested)."""
-    if variants < 2 or not df > 0:
-        raise ValueError(f"need variants >= 2 and df > 0 (got {variants}, {df})")
-    # beyond 2000 degrees of freedom the quantile moves in the fourth digit; capping keeps large-n power searches fast
-    return float(stats.studentized_range.ppf(1 - alpha, variants, min(df, 2000)) / math.sqrt(2))
-
-
 @dataclass
 class Comparison:
     """One metric's statement, as ``comparison.json`` holds it."""
@@ -77,58 +67,61 @@ class Comparison:
     separable: list[str]
     method: str
     alpha: float
-    n_seeds: int
-    seeds: list[int] = field(default_factory=list)  # the seeds every compared variant finished (the blocks)
-    critical_value: float | None = None  # c: a variant is separable when best − it > c · standard error
-    standard_error: float | None = None  # of a difference of two variants' means
-    # not separable: the seeds at which the rule would separate the observed difference at 80 % power, from the
-    # observed spread of per-seed differences (pooled, as the rule pools it); None where it cannot be said
+    n_seeds: int  # the fewest seeds any mark rests on (each pair: the seeds both variants finished)
+    seeds: list[int] = field(default_factory=list)  # the seeds every compared variant finished
+    critical_value: float | None = None  # a variant is separable when its paired t against the best exceeds this
+    # per variant compared with the best: the seeds the pair shares (what its mark rests on), and the standard
+    # error of the mean per-seed difference
+    pair_seeds: dict[str, int] = field(default_factory=dict)
+    standard_errors: dict[str, float] = field(default_factory=dict)
+    # not separable: the seeds at which the rule would separate the observed difference at 80 % power, from that
+    # pair's observed spread of per-seed differences; None where it cannot be said
     seeds_for_power: dict[str, int | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-METHOD = "Tukey's studentized range against the best (single-step, all pairs), seeds as blocks"
+METHOD = "paired t against the best, each pair on its own spread, Bonferroni over every ordered pair of variants"
+
+
+@functools.lru_cache(maxsize=4096)
+def pair_critical_value(variants: int, seeds: int, alpha: float = ALPHA) -> float:
+    """The paired t a difference must exceed: one-sided at α / (k(k − 1)) on n − 1 degrees of freedom."""
+    return float(stats.t.ppf(1 - alpha / (variants * (variants - 1)), seeds - 1))
 
 
 def compare_with_best(
     scores: dict[str, dict[int, float]], higher_is_better: bool, alpha: float = ALPHA, with_power: bool = True
 ) -> Comparison:
     """Which variant is best on one metric, and which variants are separable from it, from per-seed scores
-    ``{variant: {seed: value}}``, with family-wise error rate ``alpha`` for the whole statement.
+    ``{variant: {seed: value}}``, with family-wise error rate ``alpha`` for the whole statement — whether or not
+    the variants are equally noisy.
 
-    Design: a randomized complete block design with the seeds as blocks (every seed of a suite shares the split,
-    the test images and, per run seed, the data order, so seed s of two variants differs only in the variant). From
-    the two-way additive model (variant + seed) the residual standard deviation s has (k − 1)(n − 1) degrees of
-    freedom, and a difference of two variants' means has standard error s·√(2/n).
+    Best: the variant with the best mean over its own seeds (the mean the report prints, so the bold cell is the
+    best printed number). Each other variant is compared with it on the seeds both finished (seed s of two variants
+    shares the split, the test images and the data order, so a per-seed difference removes the seed's effect):
+    the per-seed differences d_s, their mean d̄ and standard deviation s_d on n shared seeds, t = d̄ / (s_d / √n);
+    separable when t > t₁₋α/(k(k−1)), n−1 (direction-adjusted). Each pair is judged on its own spread, so a variant
+    that sometimes collapses widens only its own pairs' intervals; the Bonferroni split over all k(k − 1) ordered
+    pairs holds the error rate whichever variant the data made look best (the best is selected, so the pairs
+    with it are not a fixed family: the bound must cover every pair that could have been the selected one's).
 
-    Rule: the best is the variant with the best mean; variant i is *separable* from it when
-    mean_best − mean_i > c · s·√(2/n) (direction-adjusted), c = q₁₋α(k, df)/√2 from Tukey's studentized range
-    (Tukey 1953; Hsu 1996, *Multiple Comparisons*, ch. 5). Every pairwise difference of the k means stays within
-    c standard errors of its true value with probability 1 − α, so the statement "these are separable from the
-    best" is wrong anywhere — some separated variant truly as good as the one picked — with probability ≤ α,
-    whichever variant the data made look best (strong family-wise control).
+    Why this and not Tukey's studentized range (what the report used before): Tukey's test pools one residual
+    variance over all variants; when the variants differ in spread, its error rate grows with the disparity and does
+    not shrink with seeds — simulated (six equal variants, 4000 suites each; tests/test_statistics.py): one variant
+    3× noisier 11 % (3 seeds) and 11 % (10), spreads ½ … 3 12 % and 11 %, one 10× noisier 18 % and 16 % (5 seeds),
+    seed effects of different sizes per variant 10 % and 9 %. This rule, on the same rows: 2.0 %, 2.2 %, 2.0 %,
+    1.9 %, 1.5 % (3 seeds), 1.8 % (5), 2.6 % and 2.4 %, and 2.5 % (3) / 2.9 % (5) with equal spreads. Games–Howell
+    (the studentized range on each pair's own spread) was tried and rejected: 10 % with 3 seeds. The price is
+    power: a variant worse by 2 residual standard deviations among six equal spreads is separated in 3 % of suites
+    with 3 seeds (Tukey: 46 %), 23 % with 5 (Tukey: 82 %) and 86 % with 10 — with 2 degrees of freedom per pair,
+    three seeds separate only differences many times their own spread. The report says how many seeds each
+    unseparated pair would need.
 
-    Why not the alternatives the review named: Holm's step-down over the k − 1 tests against the *selected* best
-    ignores the selection (the largest gap among k equal means is not a t-distributed pair). Hsu's multiple
-    comparisons with the best (MCB) controls the non-strict statement "μ_i ≤ max of the others", which is true
-    for equal variants: simulated here with six equal variants it called some variant separable from the best in
-    19 % of suites with 3 seeds. The studentized range is the procedure whose guarantee is the statement the
-    report makes. Its assumptions: additive seed effects, equal residual variance across variants, normal errors.
-
-    Measured by simulation in tests/test_statistics.py (6 variants, a seed effect shared by all, 4000 suites):
-    equal variants are called separable in 5.4 % of suites with 3 seeds and 5.0 % with 5 (the bound is exact when
-    its assumptions hold; Monte Carlo error 0.35 %); one variant worse by 2 residual standard deviations is
-    separated in 46 % of suites with 3 seeds and 82 % with 5 — three seeds separate only large differences, which
-    is why the report says how many seeds each unseparated pair would need. Where one variant's runs vary 3x as
-    much as the others', equal variants are called separable in about 11 % of suites: a variant with a much wider
-    interval than the rest is read with care.
-
-    Only the seeds every variant finished are used (complete blocks; the best is then the best mean over those
-    seeds, and ``seeds`` says which — the report says so under its table). With fewer than two such seeds, or no
-    spread across them, nothing is separable, and the method says why. ``with_power``: also say, for
-    each pair not separated, how many seeds would separate it (:func:`seeds_to_separate`).
+    With fewer than two shared seeds, or no spread in a pair's differences, that pair is not separable and the
+    method says why. ``with_power``: also say, for each pair not separated, how many seeds would separate it at this
+    rule (:func:`seeds_to_separate`, for the pair taken as given).
     """
     names = [name for name, values in scores.items() if values]
     sign = 1.0 if higher_is_better else -1.0
@@ -136,57 +129,49 @@ def compare_with_best(
     best = max(names, key=lambda name: sign * means[name])
     others = [name for name in names if name != best]
     blocks = sorted(set.intersection(*(set(scores[name]) for name in names)))
-    base = {"best": best, "alpha": alpha, "seeds": blocks, "n_seeds": len(blocks)}
+    base = {"best": best, "alpha": alpha, "seeds": blocks}
     if not others:
-        return Comparison(not_separable=[], separable=[], method="one variant: nothing to compare", **base)
-    if len(blocks) < 2:
         return Comparison(
-            not_separable=others,
-            separable=[],
-            method="fewer than 2 seeds shared by every variant: nothing can be separated",
-            **base,
+            not_separable=[], separable=[], method="one variant: nothing to compare", n_seeds=len(blocks), **base
         )
-    k, n = len(names), len(blocks)
-    table = np.array([[scores[name][seed] for seed in blocks] for name in names])  # k × n
-    block_means = {name: float(row.mean()) for name, row in zip(names, table)}
-    best = max(names, key=lambda name: sign * block_means[name])
-    others = [name for name in names if name != best]
-    residuals = table - table.mean(1, keepdims=True) - table.mean(0, keepdims=True) + table.mean()
-    df = (k - 1) * (n - 1)
-    residual_sd = math.sqrt(float((residuals**2).sum()) / df)
-    if residual_sd <= 1e-9 * max(1.0, float(np.abs(table).max())):
-        # every difference is the same on every seed: the additive model leaves no error to judge a difference by
-        return Comparison(
-            not_separable=others,
-            separable=[],
-            method="no spread across seeds (every per-seed difference equal): nothing can be separated",
-            **{**base, "best": best},
-        )
-    critical = range_critical_value(k, df, alpha)
-    standard_error = residual_sd * math.sqrt(2 / n)
-    separable = [name for name in others if sign * (block_means[best] - block_means[name]) > critical * standard_error]
-    not_separable = [name for name in others if name not in separable]
-    # the spread of a per-seed difference as the rule sees it (pooled over the variants: s·√2), so "n seeds would
-    # separate it" speaks of the same test that did not separate it here
-    power = (
-        {}
-        if not with_power
-        else {
-            name: seeds_to_separate(abs(block_means[best] - block_means[name]), residual_sd * math.sqrt(2), k, alpha)
-            for name in not_separable
-        }
-    )
+    k = len(names)
+    separable, not_separable, pair_seeds, errors, power, reasons = [], [], {}, {}, {}, set()
+    for name in others:
+        shared = sorted(set(scores[best]) & set(scores[name]))
+        pair_seeds[name] = len(shared)
+        differences = np.array([sign * (scores[best][seed] - scores[name][seed]) for seed in shared])
+        if len(shared) < 2:
+            not_separable.append(name)
+            reasons.add("fewer than 2 shared seeds")
+            continue
+        spread = float(differences.std(ddof=1))
+        scale = max(1.0, float(np.abs(differences).max()), abs(means[best]))
+        if spread <= 1e-9 * scale:  # every per-seed difference equal: no error to judge the difference by
+            not_separable.append(name)
+            reasons.add("no spread across seeds")
+            continue
+        errors[name] = spread / math.sqrt(len(shared))
+        if float(differences.mean()) / errors[name] > pair_critical_value(k, len(shared), alpha):
+            separable.append(name)
+        else:
+            not_separable.append(name)
+            if with_power:
+                power[name] = seeds_to_separate(abs(float(differences.mean())), spread, k, alpha)
+    method = METHOD
+    if reasons:
+        method += " (not separable: " + ", ".join(sorted(reasons)) + " — every per-seed difference equal, or too few"
+        method += " seeds: nothing can be separated there)"
+    seeds_used = min(pair_seeds.values())
     return Comparison(
-        best=best,
         not_separable=not_separable,
         separable=separable,
-        method=METHOD,
-        alpha=alpha,
-        n_seeds=n,
-        seeds=blocks,
-        critical_value=critical,
-        standard_error=standard_error,
+        method=method,
+        n_seeds=seeds_used,
+        critical_value=pair_critical_value(k, seeds_used, alpha) if seeds_used >= 2 else None,
+        pair_seeds=pair_seeds,
+        standard_errors=errors,
         seeds_for_power=power,
+        **base,
     )
 
 
@@ -194,9 +179,8 @@ def power_of(difference: float, difference_sd: float, variants: int, seeds: int,
     """P(the rule of :func:`compare_with_best` separates two variants whose per-seed differences have mean
     ``difference`` and standard deviation ``difference_sd``) with ``seeds`` seeds among ``variants`` variants: the
     noncentral t's chance of passing the critical value (the pair taken as given, not selected)."""
-    df = (variants - 1) * (seeds - 1)
     noncentrality = difference * math.sqrt(seeds) / difference_sd
-    return float(stats.nct.sf(range_critical_value(variants, df, alpha), df, noncentrality))
+    return float(stats.nct.sf(pair_critical_value(variants, seeds, alpha), seeds - 1, noncentrality))
 
 
 def seeds_to_separate(difference: float, difference_sd: float, variants: int, alpha: float = ALPHA) -> int | None:
@@ -207,7 +191,9 @@ def seeds_to_separate(difference: float, difference_sd: float, variants: int, al
         return None
     if power_of(difference, difference_sd, variants, MAX_SEEDS, alpha) < POWER:
         return MAX_SEEDS + 1
-    low, high = 1, 2  # power(low) < POWER <= power(high): doubling, then bisection (power grows with seeds)
+    low, high = 2, 3  # power(low) < POWER <= power(high): doubling, then bisection (power grows with seeds)
+    if power_of(difference, difference_sd, variants, low, alpha) >= POWER:
+        return low
     while power_of(difference, difference_sd, variants, high, alpha) < POWER:
         low, high = high, high * 2
     while high - low > 1:
