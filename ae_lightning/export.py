@@ -15,15 +15,19 @@ compares with, so the file needs nothing else.
     scores, is_anomaly = session.run(None, {"images": images.numpy()})
 
 The file records what it is (variant, score, threshold, target rate, input shape): TorchScript as the extra file
-``ae_lightning.json``, ONNX as the model's metadata ``ae_lightning``. Refused, with the reason, before anything is
-written: scores that draw random samples (``elbo``, ``iw_nll``: an exported draw would not give the battery's
-scores), runs trained on randomly binarised images, runs without calibration scores (no threshold to flag with).
+``ae_lightning.json``, ONNX as the model's metadata ``ae_lightning``. TorchScript is deprecated upstream (torch warns
+on ``torch.jit.load``) but still what C++ services and older stacks load; ONNX is the durable format.
+
+Refused, with the reason, before anything is written: scores that draw random samples (``elbo``, ``iw_nll``: an
+exported draw would not give the battery's scores), runs trained on binarised images, runs without calibration
+scores (no threshold to flag with).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,7 +127,7 @@ def build_scorer(run: Path, score: str | None, fpr: float | None) -> tuple[Score
     evaluation = run_evaluation(run)
     k = evaluation.get("anomaly_knn", 5)
     reference = reference_codes(model, run).detach() if score == "knn_code" else None
-    scorer = Scorer(model, score, decision[0], reference, k).eval()
+    scorer = Scorer(model, score, decision[0], reference, k).eval().requires_grad_(False)  # outputs without grad
     about = {
         "variant": type(model).__name__,
         "run": str(run),
@@ -144,9 +148,11 @@ def export(run: Path, format: str, out: Path, score: str | None = None, fpr: flo
     example = torch.zeros((2, *scorer.model.input_shape), dtype=torch.uint8)
     with torch.no_grad(), atomic_path(out) as partial:
         if format == "torchscript":
-            with traceable(scorer.model):
+            with traceable(scorer.model), warnings.catch_warnings():
+                # torch 2.10+ marks TorchScript deprecated (said in the module docstring): one warning per call, noise
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
                 traced = torch.jit.trace(scorer, example, check_trace=False)
-            torch.jit.save(traced, str(partial), _extra_files={"ae_lightning.json": json.dumps(about)})
+                torch.jit.save(traced, str(partial), _extra_files={"ae_lightning.json": json.dumps(about)})
         else:
             import onnx
 

@@ -454,17 +454,18 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         ]
         finished = sorted({r["seed"] for r in records if r["status"] == "done"})
         fewer = {
-            f"{variant} {count} of {len(finished)}"
+            k: ", ".join(
+                f"{variant} {count}" for variant, count in compared[k].pair_seeds.items() if count < len(finished)
+            )
             for k in keys
-            if k in compared
-            for variant, count in compared[k].pair_seeds.items()
-            if count < len(finished)
+            if k in compared and any(count < len(finished) for count in compared[k].pair_seeds.values())
         }
         if fewer:
             unseparated.append(
-                "Marks rest on the seeds each variant shares with the best, fewer than the suite's for: "
-                + ", ".join(sorted(fewer))
-                + "; the cells average all of a variant's seeds."
+                f"Marks rest on the seeds each variant shares with the best (a metric not finite on a run leaves that "
+                f"seed out), fewer than the suite's {len(finished)} for: "
+                + "; ".join(f"`{k}` {pairs}" for k, pairs in fewer.items())
+                + ". The cells average all of a variant's finite seeds."
             )
         if unseparated:
             lines += ["\n".join(f"- {line}" for line in unseparated), ""]
