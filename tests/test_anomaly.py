@@ -195,6 +195,16 @@ def test_a_calibrated_threshold_holds_its_false_positive_rate():
         calibrated_threshold(torch.arange(10.0), 1.5)
 
 
+def test_too_few_calibration_images_for_the_target_rate_are_said_before_the_runs():
+    from ae_lightning.suite.preflight import count_notes
+
+    sizes = {"train": 500, "val": 40, "calibration": 10, "test": 2000}
+    (note,) = count_notes(sizes, {"anomaly_fpr": 0.05}, generative=False)
+    assert "the calibration split has 10 normal images, too few for evaluation.anomaly_fpr=0.05 (that needs 19)" in note
+    assert "promises a false-positive rate of 1/11 only" in note
+    assert count_notes({**sizes, "calibration": 19}, {"anomaly_fpr": 0.05}, generative=False) == []
+
+
 def test_rates_at_a_threshold_have_their_known_answers():
     scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.4, 0.8, 0.7, 0.05])
     is_anomaly = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]).bool()
