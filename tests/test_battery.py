@@ -212,3 +212,22 @@ def test_pixel_baseline_is_cached_by_content_and_its_failures_reported(tmp_path,
     written = write_pixel_baseline(tmp_path, suite)
     assert "error" in written and json.loads((tmp_path / "pixel_baseline.json").read_text()) == written
     assert "error: pixel-space probe baseline not computed: " in capsys.readouterr().out
+
+
+def test_probes_are_skipped_where_a_class_has_too_few_training_images():
+    from ae_lightning import Autoencoder
+    from ae_lightning.evaluation.battery import EvaluationSettings, evaluate, pixel_baseline
+
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(60, 1, 8, 8, generator=generator) * 255).to(torch.uint8)
+    labels = torch.tensor([0] * 30 + [1] * 25 + [2] * 5)  # the rarest class: 5 training images
+    settings = EvaluationSettings(jacobian_samples=5, probe_steps=5)
+    model = Autoencoder(input_shape=(1, 8, 8), latent_dim=4)
+    skipped = evaluate(model, images, labels, images[:20], labels[:20], settings)
+    assert skipped["eval/probe_skipped_min_class"] == 5 and "probe/accuracy" not in skipped
+    assert pixel_baseline(images, labels, images[:20], labels[:20], settings) == {}
+    forced = EvaluationSettings(jacobian_samples=5, probe_steps=5, probe_min_per_class=0)
+    probed = evaluate(model, images, labels, images[:20], labels[:20], forced)
+    assert "probe/accuracy" in probed and "eval/probe_skipped_min_class" not in probed
+    enough = evaluate(model, images, torch.tensor([0, 1] * 30), images[:20], labels[:20], settings)  # 30 each
+    assert "probe/accuracy" in enough

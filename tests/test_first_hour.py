@@ -424,3 +424,16 @@ def test_a_long_epoch_prints_progress_lines_between_its_epoch_lines(data_root, c
     quiet = quiet_trainer(max_epochs=1, callbacks=[EpochLine()])  # the default: at most one line every 30 s
     quiet.fit(Autoencoder(latent_dim=4), datamodule=data)
     assert not any(" step " in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_probes_skipped_for_a_rare_class_are_said_in_the_header(tmp_path):
+    from ae_lightning.evaluation.report import write_report
+
+    records = synthetic_records(tmp_path, [0, 1], shared=False)
+    for record in records:
+        record["metrics"].pop("probe/accuracy")
+        record["metrics"]["eval/probe_skipped_min_class"] = 4.0
+    write_report(tmp_path, copy.deepcopy(SYNTHETIC_SUITE), records)
+    report = (tmp_path / "report.md").read_text()
+    assert "Linear and k-NN probes skipped: the rarest class has 4 training images, fewer than" in report
+    assert "evaluation.probe_min_per_class=10" in report and "the data has no labels" not in report

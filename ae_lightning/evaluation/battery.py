@@ -103,6 +103,9 @@ class EvaluationSettings:
     probe_l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 strengths the probe chooses among
     probe_seed: int = 0  # seeds the held-out fifth of training codes on which the probe's L2 strength is chosen
     knn_neighbours: int = 5
+    # probes are skipped where a class has fewer training images than this: a probe fit on a handful of examples of
+    # a class measures which examples were drawn, not the code (0 computes them anyway)
+    probe_min_per_class: int = 10
     sparsity_threshold: float = 1e-3  # test/code_sparsity: a unit |z| below this counts as inactive
     sigmoid_sparsity_threshold: float = 0.05  # … and a sigmoid code (in [0, 1]) below this
     # collapse (code/*): a unit is dead when it is never active on the test images (the thresholds above) or
@@ -396,10 +399,19 @@ def probe_metrics(
     return {"probe/accuracy": linear, "probe/l2": l2, "probe/knn_accuracy": knn}
 
 
+def smallest_class(labels: Tensor) -> int:
+    """The number of training images of the rarest class present."""
+    counts = torch.bincount(labels[labels >= 0].long().cpu())
+    return int(counts[counts > 0].min()) if len(counts) else 0
+
+
 def pixel_baseline(
     train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor, settings: EvaluationSettings
 ) -> dict[str, float]:
-    """The same probes on raw pixels: what the codes add (or lose) over the images themselves."""
+    """The same probes on raw pixels: what the codes add (or lose) over the images themselves (nothing where the
+    probes are skipped: a class with fewer than ``probe_min_per_class`` training images)."""
+    if smallest_class(train_labels[: settings.probe_train_samples]) < settings.probe_min_per_class:
+        return {}
     train_pixels = train_images[: settings.probe_train_samples].flatten(1).float() / 255
     return probe_metrics(
         train_pixels,
@@ -457,8 +469,12 @@ def evaluate(
     ):
         test_codes = codes_of(model, test_images, settings)
         probe_codes = codes_of(model, probe_images, settings) if needs_probe_codes else None
-    # no probes on data without labels (the report says so), nor in anomaly detection (train: normal classes only)
-    if has_labels(train_labels) and test_is_anomaly is None:
+    # no probes on data without labels (the report says so), nor in anomaly detection (train: normal classes only),
+    # nor where a class has too few training images to fit a probe on (recorded: the report says why)
+    fewest = smallest_class(probe_labels) if has_labels(train_labels) and test_is_anomaly is None else None
+    if fewest is not None and fewest < settings.probe_min_per_class:
+        results["eval/probe_skipped_min_class"] = float(fewest)
+    elif fewest is not None:
         with stages("probes", f"linear and {settings.knn_neighbours}-NN probes on {len(probe_images)} training codes"):
             results |= probe_metrics(probe_codes, probe_labels, test_codes, test_labels, settings)
         results["eval/probe_train_samples"] = float(len(probe_images))

@@ -389,6 +389,16 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             "`evaluation.gen_min_images: 0` computes them anyway.",
             "",
         ]
+    too_few = [r for r in records if "eval/probe_skipped_min_class" in r["metrics"]]
+    if too_few:
+        fewest = int(min(r["metrics"]["eval/probe_skipped_min_class"] for r in too_few))
+        floor = suite["evaluation"].get("probe_min_per_class", EvaluationSettings.probe_min_per_class)
+        lines += [
+            f"Linear and k-NN probes skipped: the rarest class has {fewest} training images, fewer than "
+            f"evaluation.probe_min_per_class={floor} (a probe fit on so few examples measures which were drawn, not "
+            "the code); `evaluation.probe_min_per_class: 0` computes them anyway.",
+            "",
+        ]
     normal = suite["data"].get("normal_classes")
     if classes:
         lines += [
@@ -412,7 +422,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             "every class, the others as anomalies. Linear and k-NN probes skipped (one-class training data).",
             "",
         ]
-    elif table and not any("probe/accuracy" in row for row in table.values()):
+    elif table and not too_few and not any("probe/accuracy" in row for row in table.values()):
         lines += ["Linear and k-NN probes skipped: the data has no labels.", ""]
     if baseline and "error" in baseline:
         lines += [f"Probes on raw pixels: not computed ({baseline['error']}).", ""]
