@@ -75,6 +75,12 @@ def test_edge_cases_give_nan_or_count_plainly():
     is_anomaly = torch.tensor([False, True, False, True])
     nan = detection_metrics(torch.tensor([0.1, float("nan"), 0.2, 0.3]), is_anomaly)  # a diverged model's scores
     assert all(v != v for v in nan.values())
+    # one overflowed (infinite) score ranks as the most anomalous, as it is: the metrics stay defined
+    infinite = detection_metrics(torch.tensor([0.1, float("inf"), 0.2, 0.3]), is_anomaly)
+    assert infinite == detection_metrics(torch.tensor([0.1, 9.0, 0.2, 0.3]), is_anomaly)
+    assert detection_metrics(torch.tensor([0.1, 0.4, float("-inf"), 0.3]), is_anomaly)["auroc"] == pytest.approx(
+        detection_metrics(torch.tensor([0.1, 0.4, -9.0, 0.3]), is_anomaly)["auroc"]
+    )
     one_kind = detection_metrics(torch.rand(4), torch.zeros(4, dtype=torch.bool))
     assert all(v != v for v in one_kind.values())
     # a feature constant on train is centred, not scaled: a test value there counts as it is (not × 1e6)

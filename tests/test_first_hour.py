@@ -437,3 +437,21 @@ def test_probes_skipped_for_a_rare_class_are_said_in_the_header(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "Linear and k-NN probes skipped: the rarest class has 4 training images, fewer than" in report
     assert "evaluation.probe_min_per_class=10" in report and "the data has no labels" not in report
+
+
+def test_results_that_are_not_finite_are_counted_and_listed_never_dropped_silently(tmp_path):
+    from ae_lightning.evaluation.report import write_report
+
+    records = synthetic_records(tmp_path, [0, 1, 2], shared=False)
+    nan_run = next(r for r in records if r["variant"] == "B" and r["seed"] == 1)
+    nan_run["metrics"]["test/mse"] = float("nan")
+    inf_run = next(r for r in records if r["variant"] == "C" and r["seed"] == 2)
+    inf_run["metrics"]["probe/accuracy"] = float("inf")
+    write_report(tmp_path, copy.deepcopy(SYNTHETIC_SUITE), records)
+    report = (tmp_path / "report.md").read_text()
+    brief = report.split("## In brief", 1)[1].split("Data: ", 1)[0]
+    assert "2 results of finished runs are not finite (NaN or infinite) and are left out of the statistics" in brief
+    listed = report.split("## Results that are not finite", 1)[1]
+    assert "- `probe/accuracy`: C seed 2" in listed and "- `test/mse`: B seed 1" in listed
+    compared = json.loads((tmp_path / "comparison.json").read_text())
+    assert compared["test/mse"]["pair_seeds"]["B"] == 2  # B's mark rests on the two seeds it has finite

@@ -102,9 +102,10 @@ def fpr_at_tpr(scores: Tensor, is_anomaly: Tensor, tpr_level: float = 0.95) -> f
 
 
 def detection_metrics(scores: Tensor, is_anomaly: Tensor) -> dict[str, float]:
-    """AUROC, AUPRC (anomalies positive) and FPR at 95 % TPR of ``scores`` (higher = more anomalous); NaN for all
-    three where a score is not finite (a diverged model) or only one kind of image is there."""
-    if not torch.isfinite(scores).all() or is_anomaly.all() or not is_anomaly.any():
+    """AUROC, AUPRC (anomalies positive) and FPR at 95 % TPR of ``scores`` (higher = more anomalous), all from the
+    scores' ranks: an infinite score (an overflowed error) ranks as the most (+inf) or least (−inf) anomalous, as
+    it is. NaN for all three where a score is NaN (a diverged model: no order) or only one kind of image is there."""
+    if torch.isnan(scores).any() or is_anomaly.all() or not is_anomaly.any():
         return dict.fromkeys(DETECTION_METRICS, math.nan)
     scores, target = as_probabilities(scores), is_anomaly.long().cpu()
     return {

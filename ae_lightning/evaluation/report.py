@@ -220,6 +220,21 @@ def anomaly_tables(table, compared, labels=None, fpr: float = 0.01) -> list[str]
     return lines
 
 
+def not_finite_results(runs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """{(metric, variant): "seeds [..]" (and classes)} for every battery metric a finished run recorded as NaN or
+    infinite: left out of the statistics, so the report says where."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        if run["status"] != "done":
+            continue
+        for key in METRIC_KEYS:
+            value = run["metrics"].get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                where = f"seed {run['seed']}" + (f" class {run['normal_class']}" if "normal_class" in run else "")
+                found.setdefault((key, run["variant"]), []).append(where)
+    return {pair: ", ".join(places) for pair, places in sorted(found.items())}
+
+
 def threshold_lines(records: list[dict[str, Any]], fpr: float) -> list[str]:
     """What the thresholds rest on: how many calibration images, and what they can promise at that count."""
     counts = [r["metrics"]["eval/calibration_images"] for r in records if "eval/calibration_images" in r["metrics"]]
@@ -349,6 +364,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         if section != "Cost of the fit" or "fit/samples_per_s" not in unranked
     }
     failed = [r for r in runs if r["status"] != "done"]
+    not_finite = not_finite_results(runs)
     collapsed = collapsed_runs(runs)
     labels = {variant: f"{variant} {COLLAPSE_MARK}" for variant in collapsed}
     test_images = counted(records, "eval/test_images", None)  # as the report prints it: "200", "180 to 200"
@@ -363,6 +379,11 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
         len(runs),
         shared,
     )
+    if not_finite:
+        caveat_lines.append(
+            f"{sum(len(seeds) for seeds in not_finite.values())} results of finished runs are not finite (NaN or "
+            "infinite) and are left out of the statistics: listed at the end, under 'Results that are not finite'."
+        )
     lines = [
         f"# Suite `{suite['name']}`",
         "",
@@ -513,6 +534,15 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
             f"{r['status']}: {r['error']}"
             for r in failed
         ] + [""]
+    if not_finite:
+        lines += ["## Results that are not finite", ""]
+        lines += [
+            "Each left out of its metric's statistics (a cell averages the variant's finite seeds; a mark rests on "
+            "the seeds both variants of a pair have finite) — a diverged model, or nothing to compute (a precision "
+            "with nothing flagged):",
+            "",
+        ]
+        lines += [f"- `{key}`: {variant} {where}" for (key, variant), where in not_finite.items()] + [""]
     lines += [f"![{name}]({name})" for name in figures]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
