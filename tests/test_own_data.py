@@ -276,3 +276,14 @@ def test_the_readmes_folder_recipes_run_on_a_300_image_folder(tmp_path, marker):
         assert [f"epoch {e}/3  train/loss" in text for e in (1, 2, 3)] == [True] * 3, text[-2000:]
     if marker == "folder suite":
         assert "No generative quality: Fréchet distances from 60 test images" in report
+
+
+def test_folder_class_names_head_the_one_class_tables(tmp_path):
+    from ae_lightning.evaluation.report import class_label
+
+    folder = write_image_folder(tmp_path / "pictures", 12, (1, 8, 8))
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    data = {"name": "folder", "root": str(folder)}
+    assert [class_label(data, c) for c in range(len(names))] == [f"{c} ({name})" for c, name in enumerate(names)]
+    assert class_label({"name": "fashion_mnist"}, 0) == "0 (T-shirt/top)"
+    assert class_label({"name": "folder", "root": str(tmp_path / "gone")}, 1) == "1"  # no folder: the number

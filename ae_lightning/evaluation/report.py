@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ae_lightning.data.sources import CLASS_NAMES
+from ae_lightning.data.sources import CLASS_NAMES, folder_classes
 from ae_lightning.evaluation.anomaly import ANOMALY_KEYS
 from ae_lightning.evaluation.anomaly import SCORES as ANOMALY_SCORE_NAMES
 from ae_lightning.evaluation.baseline import PCA_COMPONENTS
@@ -259,8 +259,18 @@ def threshold_lines(records: list[dict[str, Any]], fpr: float) -> list[str]:
     return [line, ""]
 
 
-def class_label(data_name: str, normal_class: int) -> str:
-    names = CLASS_NAMES.get(data_name)
+def class_names_of(data: dict[str, Any]) -> list[str] | None:
+    """The names of the data's labels: the dataset's classes, or a folder's class sub-folders in sorted order."""
+    if data.get("name") == "folder":
+        try:
+            return folder_classes(data.get("root", "data")) or None
+        except Exception:  # the folder is gone since the runs: numbers, then
+            return None
+    return CLASS_NAMES.get(data.get("name", "fashion_mnist"))
+
+
+def class_label(data: dict[str, Any], normal_class: int) -> str:
+    names = class_names_of(data)
     return f"{normal_class} ({names[normal_class]})" if names and normal_class < len(names) else str(normal_class)
 
 
@@ -278,8 +288,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
         }
     with atomic_path(out / "per_class.json") as partial:
         partial.write_text(json.dumps(written, indent=2))
-    data_name = suite["data"].get("name", "fashion_mnist")
-    headers = [class_label(data_name, c) for c in suite["one_class"]]
+    headers = [class_label(suite["data"], c) for c in suite["one_class"]]
     lines = [
         "## Anomaly detection per normal class",
         "",
@@ -337,7 +346,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     seeds = sorted({r["seed"] for r in records})
     noise = suite["evaluation"]["noise"]
     if classes:  # examples and curves: each variant's runs of the first class
-        scope = f", normal class {class_label(suite['data'].get('name', 'fashion_mnist'), classes[0])}"
+        scope = f", normal class {class_label(suite['data'], classes[0])}"
         figures = write_figures(out, [r for r in runs if r["normal_class"] == classes[0]], table, scope, noise)
     else:
         figures = write_figures(out, records, table, noise=noise)
