@@ -27,6 +27,46 @@ from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import Samples
 
 
+class ValidationProbe(pl.Callback):
+    """``val/probe_accuracy`` after every validation epoch: a linear probe (the battery's: logistic regression on
+    standardised codes, its L2 chosen on a held-out fifth) fit on the codes of a seeded half of the labelled
+    validation images and scored on the other half — never a training image, never the test split. An objective
+    that can see what a regulariser is for (codes that separate the classes), where the clean reconstruction error
+    rewards switching the regulariser off; added wherever it is the checkpoint's monitor (and so a tuning
+    objective). Every rank computes it on the same weights and images, so it is logged without a reduction."""
+
+    KEY = "val/probe_accuracy"
+
+    def __init__(self, steps: int = 100, seed: int = 0) -> None:
+        self.steps, self.seed = steps, seed
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoencoderBase) -> None:
+        from ae_lightning.evaluation.battery import linear_probe  # the battery's probe, imported when used
+
+        if trainer.sanity_checking:
+            return
+        split = getattr(trainer.datamodule, "splits", {}).get("val")
+        if split is None or len(split.labels) < 4 or not (split.labels >= 0).all():
+            raise ConfigError(
+                f"{self.KEY} needs labelled validation images (data.val_size > 0 of labelled data); this data's "
+                "validation split has none: choose another objective (val/mse, val/loss)"
+            )
+        order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(self.seed))
+        fit, held_out = order[: len(order) // 2], order[len(order) // 2 :]
+        with torch.no_grad():
+            codes = torch.cat(
+                [
+                    pl_module.encode(chunk.to(pl_module.device).float() / 255).float()
+                    for chunk in split.images.split(1000)
+                ]
+            )
+        labels = split.labels.to(codes.device)
+        accuracy, _ = linear_probe(
+            codes[fit.to(codes.device)], labels[fit], codes[held_out.to(codes.device)], labels[held_out], self.steps
+        )
+        pl_module.log(self.KEY, accuracy, on_epoch=True, sync_dist=False)
+
+
 class EpochLine(pl.Callback):
     """Prints ``epoch 3/10  train/loss 0.0213  val/mse 0.0198  (4.1 s)`` after each epoch, for logs and runners, and
     within a long epoch a line at most every ``progress_every_s`` seconds (``epoch 3/10  step 120/469  850 samples/s

@@ -20,7 +20,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from ae_lightning.callbacks import EpochLine, LogEveryEpoch, ResumeCheckpoint
+from ae_lightning.callbacks import EpochLine, LogEveryEpoch, ResumeCheckpoint, ValidationProbe
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
 from ae_lightning.files import atomic_torch_save
@@ -88,6 +88,9 @@ class AutoencoderCLI(LightningCLI):
         trainer = super().instantiate_trainer(**{**kwargs, **defaults, **self.trainer_overrides})
         if config.get("log_every_n_steps") is None and self.subcommand in ("fit", None):
             trainer.callbacks.append(LogEveryEpoch())  # an epoch logs at least once; a value the user set is kept
+        checkpoint = (self.config[self.subcommand] if self.subcommand else self.config).get("checkpoint") or {}
+        if checkpoint.get("monitor") == ValidationProbe.KEY and self.subcommand in ("fit", "validate", None):
+            trainer.callbacks.insert(0, ValidationProbe())  # before the checkpoints read it
         if self.subcommand == "predict":
             # Predicting writes no checkpoint: without checkpoint callbacks, restoring theirs cannot warn that their
             # directory changed; Lightning's note that their state is not restored concerns resuming a fit.

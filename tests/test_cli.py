@@ -309,9 +309,9 @@ def test_help_lists_every_subcommand(tmp_path):
     result = cli("--help", cwd=tmp_path)
     assert (
         result.returncode == 0
-        and "usage: ae-lightning {fit,validate,test,predict,compare,tune,score} ..." in result.stdout
+        and "usage: ae-lightning {fit,validate,test,predict,compare,tune,score,export} ..." in result.stdout
     )
-    for subcommand in ("fit", "validate", "test", "predict", "compare", "tune", "score"):
+    for subcommand in ("fit", "validate", "test", "predict", "compare", "tune", "score", "export"):
         assert f"\n  {subcommand} " in result.stdout, subcommand
     assert cli(cwd=tmp_path).returncode == 2  # no subcommand: the same help, and an error code
     # the top-level help and the package import load neither torch nor Lightning (~5 s of every start-up)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -198,6 +199,14 @@ def test_rerun_skips_finished_runs_and_redoes_the_rest(finished_suite, tmp_path)
         ),
         ({"variants": [{"model": "Autoencoderr"}]}, "model='Autoencoderr' is not a variant; allowed:"),
         ({"variants": [{"model": "Autoencoder", "argz": {}}]}, "variants[0]: unknown key 'argz'"),
+        (
+            {
+                "variants": [
+                    {"model": "Autoencoder", "objective": {"metric": "val/probe_accuracy", "direction": "minimize"}}
+                ]
+            },
+            "objective val/probe_accuracy with direction 'minimize': higher is better there; use direction: maximize",
+        ),
         ({"variants": [{"model": "SparseAutoencoder", "args": {"k": 0, "penalty": "topk"}}]}, "model.k=0 must be in"),
         (  # a typo in an argument: named, with the arguments the variant takes
             {"variants": [{"model": "Autoencoder", "args": {"learning_rat": 0.1}}]},
@@ -474,3 +483,24 @@ def test_after_the_last_run_each_stage_says_when_it_starts(finished_suite):
     ]
     timed = r"^report: .*report\.md; 6 of 7 runs done, 1 failed \(baseline [\d.]+ s, report [\d.]+ s, W&B [\d.]+ s\)$"
     assert re.search(timed, result.stdout, re.M), result.stdout[-1500:]
+
+
+def test_a_variant_judged_on_its_validation_probe_keeps_the_checkpoint_it_chose(tmp_path, data_root):
+    """A suite variant whose objective is val/probe_accuracy: its run logs the probe every epoch, its checkpoint is
+    chosen on it (config.yaml says so, so a refit does the same) and the battery judges that checkpoint."""
+    variants = [{"name": "CAE", "model": "ContractiveAutoencoder", "objective": "val/probe_accuracy"}]
+    suite = suite_file(tmp_path, data_root, variants, trainer={"max_epochs": 3, "accelerator": "cpu"})
+    content = yaml.safe_load(suite.read_text())
+    content["wandb"]["mode"] = "disabled"
+    suite.write_text(yaml.safe_dump(content))
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = tmp_path / "out" / "runs" / "CAE" / "seed0"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["checkpoint"] == {"monitor": "val/probe_accuracy", "mode": "max"}
+    with open(run_dir / "metrics.csv") as f:
+        values = [float(r["val/probe_accuracy"]) for r in csv.DictReader(f) if r.get("val/probe_accuracy")]
+    assert len(values) == 3
+    judged = json.loads((run_dir / "result.json").read_text())["checkpoint"]
+    best_epoch = values.index(max(values))
+    assert f"epoch={best_epoch}" in judged, (judged, values)

@@ -81,3 +81,47 @@ def test_test_step_reports_test_mse(data_root):
     dm = datamodule(data_root)
     result = quiet_trainer().test(VARIANTS["VariationalAutoencoder"](), datamodule=dm, verbose=False)[0]
     assert {"test/loss", "test/mse", "test/recon", "test/kl"} <= set(result)
+
+
+def test_the_validation_probe_is_logged_and_chooses_the_checkpoint(data_root, tmp_path, monkeypatch):
+    """`--checkpoint.monitor val/probe_accuracy`: a linear probe on half the labelled validation codes, scored on the
+    other half, after every epoch; the logged value is that probe's accuracy on the saved weights (recomputed here),
+    and the test split is never read (a data module without it still fits)."""
+    import csv
+
+    import torch
+
+    from ae_lightning.evaluation.battery import linear_probe
+    from ae_lightning.lightning_cli import run_cli
+
+    args = {
+        "seed_everything": 0,
+        "model": {"class_path": "ae_lightning.Autoencoder", "init_args": {"latent_dim": 8}},
+        "data": {"name": "mnist", "root": str(data_root), "download": False, "val_size": 200, "batch_size": 50,
+                 "read_test": False},
+        "trainer": {"max_epochs": 2, "default_root_dir": str(tmp_path), "enable_progress_bar": False},
+        "checkpoint": {"monitor": "val/probe_accuracy", "mode": "max", "dirpath": str(tmp_path / "ckpt")},
+    }  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["ae-lightning"])  # LightningCLI reads sys.argv beside args (pytest's here)
+    cli = run_cli(["fit", "--config", _write_config(tmp_path, args)])
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    logged = [float(r["val/probe_accuracy"]) for r in rows if r.get("val/probe_accuracy")]
+    assert len(logged) == 2 and all(0.1 < value <= 1 for value in logged), logged
+    assert cli.trainer.checkpoint_callback.monitor == "val/probe_accuracy"
+    assert cli.trainer.checkpoint_callback.best_model_score == pytest.approx(max(logged))
+    model, split = cli.model.eval(), cli.datamodule.splits["val"]
+    order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        codes = model.encode(split.images.float() / 255)
+    fit, held = order[:100], order[100:]
+    accuracy, _ = linear_probe(codes[fit], split.labels[fit], codes[held], split.labels[held], 100)
+    assert logged[-1] == pytest.approx(accuracy, abs=1e-6)  # the last epoch's value, from the final weights
+    assert "test" not in cli.datamodule.splits
+
+
+def _write_config(tmp_path, config: dict) -> str:
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)

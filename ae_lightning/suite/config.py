@@ -223,6 +223,10 @@ def load_suite(path: Path, overrides: argparse.Namespace) -> SuiteConfig:
                 f"{where} ({variant['name']}): {unknown[0]!r} is not an argument of {variant['model']}; allowed: "
                 f"{sorted(model_knobs(variant['model']))}"
             )
+        try:
+            selection_objective(variant.get("objective"))
+        except ConfigError as err:
+            raise ConfigError(f"{where} ({variant['name']}): {err}") from None
         data = variant_data(suite, variant)
         try:  # build the data module and the model once here, so a typo fails now, not hours into the suite
             # a one-class suite's runs get their normal class later; any class stands in for it here
@@ -307,13 +311,29 @@ def with_variant_data(suite: SuiteConfig) -> SuiteConfig:
     return {**suite, "variants": [{**v, "data": variant_data(suite, v)} for v in suite["variants"]]}
 
 
+# validation metrics where higher is better: a metric named without a direction is maximised, and "minimize" on one
+# is refused (it would keep the worst checkpoint); every other val/ metric is an error or a loss
+MAXIMIZED_METRICS = {"val/probe_accuracy"}
+
+
+def default_direction(metric: Any) -> str:
+    return "maximize" if metric in MAXIMIZED_METRICS else "minimize"
+
+
 def selection_objective(objective: Any) -> dict[str, str]:
-    """``{metric, direction}`` of a variant's objective as a suite may write it (a metric name, or a mapping)."""
+    """``{metric, direction}`` of a variant's objective as a suite may write it (a metric name, or a mapping; the
+    direction, when not given, is the metric's: maximise an accuracy, minimise a loss)."""
     if objective is None:
         return {"metric": "val/loss", "direction": "minimize"}
     if isinstance(objective, str):
-        return {"metric": objective, "direction": "minimize"}
-    return {"direction": "minimize", **objective}
+        return {"metric": objective, "direction": default_direction(objective)}
+    chosen = {"direction": default_direction(objective.get("metric")), **objective}
+    if chosen["metric"] in MAXIMIZED_METRICS and chosen["direction"] != "maximize":
+        raise ConfigError(
+            f"objective {chosen['metric']} with direction {chosen['direction']!r}: higher is better there; use "
+            "direction: maximize (or leave the direction out)"
+        )
+    return chosen
 
 
 def run_spec(

@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from ae_lightning.data import ImageDataModule
 from ae_lightning.errors import ConfigError
-from ae_lightning.suite.config import check_keys, model_knobs, variant_data
+from ae_lightning.suite.config import MAXIMIZED_METRICS, check_keys, default_direction, model_knobs, variant_data
 from ae_lightning.variants import VARIANTS
 
 TUNING_KEYS = {
@@ -139,7 +139,7 @@ def objective_of(objective: Any, where: str) -> dict[str, str]:
     if isinstance(objective, str):
         objective = {"metric": objective}
     check_keys(objective or {}, {"metric", "direction"}, where)
-    objective = {"direction": "minimize", **(objective or {})}
+    objective = {"direction": default_direction((objective or {}).get("metric")), **(objective or {})}
     metric = objective.get("metric")
     if not isinstance(metric, str) or not metric.startswith("val/"):
         raise ConfigError(
@@ -148,6 +148,8 @@ def objective_of(objective: Any, where: str) -> dict[str, str]:
         )
     if objective["direction"] not in DIRECTIONS:
         raise ConfigError(f"{where}.direction={objective['direction']!r}; allowed: {list(DIRECTIONS)}")
+    if metric in MAXIMIZED_METRICS and objective["direction"] != "maximize":
+        raise ConfigError(f"{where}: {metric} is higher-is-better; direction must be maximize (or left out)")
     return objective
 
 
