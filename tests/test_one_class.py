@@ -104,6 +104,15 @@ def test_deep_svdd_pretrains_then_fixes_the_centre_and_learns_to_pull_codes_in(d
     assert "center_distance" in applicable_scores(loaded, ("reconstruction", "center_distance"))
     normal = ~dm.test_is_anomaly
     assert scores[normal].mean() < scores[~normal].mean()
+    # exported (TorchScript), the centre distance is the same score, flagged above its threshold
+    from ae_lightning.export import Scorer, traceable
+
+    threshold = float(scores.median())
+    scorer = Scorer(loaded, "center_distance", threshold, None, 5).eval().requires_grad_(False)
+    with traceable(loaded):
+        traced = torch.jit.trace(scorer, test.images[:2], check_trace=False)
+    exported, flags = traced(test.images)
+    assert torch.allclose(exported, scores, rtol=1e-5) and torch.equal(flags, scores.double() > threshold)
 
 
 def test_deep_svdd_resets_the_optimizer_moments_when_the_objective_changes(data_root):

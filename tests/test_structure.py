@@ -15,6 +15,7 @@ FLOORS = {
     "ae_lightning.cli": 8,
     "ae_lightning.suite": 7,
     "ae_lightning.scoring": 7,
+    "ae_lightning.export": 7,  # a command beside score: it builds its scorer from a run as score reads one
     "ae_lightning.lightning_cli": 6,
     "ae_lightning.callbacks": 5,  # image panels draw with evaluation.views
     "ae_lightning.evaluation": 4,
