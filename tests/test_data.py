@@ -275,3 +275,24 @@ def test_binarize_gives_the_data_each_protocol_promises(data_root):
     assert torch.equal(grey.splits["train"].images, make_dm(data_root, binarize="none").splits["train"].images)
     with pytest.raises(ConfigError, match=r"data.binarize='yes' is not known; allowed: \['none', 'static'"):
         ImageDataModule(binarize="yes")
+
+
+def test_validation_images_keep_one_corruption_whatever_the_training_noise(data_root):
+    """val_noise: the validation split's fixed corruption is its own (a DAE whose noise level is tuned is judged on
+    one corruption), the training noise unchanged; without it the validation corruption follows the noise."""
+    from ae_lightning.data import Noise
+
+    def split(**kwargs):
+        dm = ImageDataModule(name="mnist", root=str(data_root), download=False, val_size=100, **kwargs)
+        dm.setup()
+        return dm
+
+    fixed_low = split(noise=Noise("gaussian", 0.1), val_noise={"kind": "gaussian", "level": 0.3})
+    fixed_high = split(noise=Noise("gaussian", 0.6), val_noise={"kind": "gaussian", "level": 0.3})
+    plain = split(noise=Noise("gaussian", 0.3))
+    assert torch.equal(fixed_low.splits["val"].noisy, fixed_high.splits["val"].noisy)  # the same, whatever noise
+    assert torch.equal(fixed_low.splits["val"].noisy, plain.splits["val"].noisy)  # … and what noise 0.3 gives
+    low = split(noise=Noise("gaussian", 0.1))
+    assert not torch.equal(low.splits["val"].noisy, plain.splits["val"].noisy)  # without it: the noise's own
+    assert torch.equal(fixed_low.splits["test"].noisy, low.splits["test"].noisy)  # the test split untouched
+    assert fixed_low.hparams["val_noise"] == {"kind": "gaussian", "level": 0.3}  # plain data in checkpoints

@@ -228,6 +228,9 @@ class ImageDataModule(pl.LightningDataModule):
         shuffle_seed: seeds the per-epoch shuffles; None = ``seed``. A suite keeps ``seed`` fixed for all its runs
             (same split, same corrupted evaluation images) and gives each run its own seed here.
         noise: optional corruption ``{kind: gaussian|masking|salt_pepper, level: σ or ν}``.
+        val_noise: the validation images' fixed corruption, where it must not follow ``noise`` — a DAE whose training
+            noise level is tuned is judged on one corruption whatever its own (else the tuner would lower the noise
+            to lower its validation error); default: ``noise``.
         predict_split: which split ``predict`` encodes: ``train``, ``val`` or ``test``.
         data_on_device: ``loader: memory`` on a GPU: keep the uint8 splits on it (sliced there, no per-step copy).
         loader: ``memory`` (index slicing in the training process, the fast path) or ``dataloader`` (a torch
@@ -264,6 +267,7 @@ class ImageDataModule(pl.LightningDataModule):
         standardize: str = "none",
         standardize_floor: float = 0.01,
         calibration_size: int | None = None,
+        val_noise: Noise | None = None,
     ) -> None:
         super().__init__()
         if standardize not in STANDARDIZE_MODES:
@@ -319,10 +323,13 @@ class ImageDataModule(pl.LightningDataModule):
             )
         if isinstance(noise, dict):  # plain-Python use: ImageDataModule(noise={"kind": ..., "level": ...})
             noise = Noise(**noise)
+        if isinstance(val_noise, dict):
+            val_noise = Noise(**val_noise)
         self.name, self.root, self.download = name, root, download
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.noise, self.predict_split, self.data_on_device = noise, predict_split, data_on_device
+        self.val_noise = val_noise
         self.loader, self.num_workers = loader, num_workers
         self.image_size, self.channels, self.test_root, self.test_size = image_size, channels, test_root, test_size
         self.binarize = binarize
@@ -339,8 +346,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.test_factors: Tensor | None = None  # shapes: each test image's generative factors, [N, 5]
         self._train_loader: InMemoryLoader | None = None
         # Plain data only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["noise"])
+        self.save_hyperparameters(ignore=["noise", "val_noise"])
         self.hparams["noise"] = None if noise is None else {"kind": noise.kind, "level": noise.level}
+        self.hparams["val_noise"] = None if val_noise is None else {"kind": val_noise.kind, "level": val_noise.level}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -458,7 +466,9 @@ class ImageDataModule(pl.LightningDataModule):
         val_images = self._binarized(images[val_idx], offset=4)
         self.splits = {
             "train": Split(train_images, labels[train_idx], None),
-            "val": Split(val_images, labels[val_idx], self._eval_corruption(val_images, offset=1)),
+            "val": Split(
+                val_images, labels[val_idx], self._eval_corruption(val_images, offset=1, noise=self.val_noise)
+            ),
         }
         if self.normal_classes is not None:  # fixed like validation: thresholds are set on what the battery scores
             calibration_images = self._binarized(images[calibration_idx], offset=7)
@@ -509,11 +519,12 @@ class ImageDataModule(pl.LightningDataModule):
             return images
         return binarize_images(images, self.binarize, seeding.generator(self.seed, "binarize", offset))
 
-    def _eval_corruption(self, images: Tensor, offset: int) -> Tensor | None:
-        if self.noise is None:
+    def _eval_corruption(self, images: Tensor, offset: int, noise: Noise | None = None) -> Tensor | None:
+        noise = noise or self.noise
+        if noise is None:
             return None
         generator = seeding.generator(self.seed, "eval_noise", offset)
-        return self.noise(images.float().div_(255), generator=generator)
+        return noise(images.float().div_(255), generator=generator)
 
     def _loader(self, split: str, shuffle: bool) -> InMemoryLoader:
         trainer = self.trainer

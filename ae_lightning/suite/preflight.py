@@ -18,7 +18,16 @@ from ae_lightning.variants import VARIANTS
 from ae_lightning.variants.base import Samples
 
 # Data settings that change how images are served or corrupted in training, not which images there are.
-SERVING_KEYS = ("noise", "batch_size", "num_workers", "loader", "data_on_device", "shuffle_seed", "predict_split")
+SERVING_KEYS = (
+    "noise",
+    "val_noise",
+    "batch_size",
+    "num_workers",
+    "loader",
+    "data_on_device",
+    "shuffle_seed",
+    "predict_split",
+)
 
 
 def split_sizes(data: dict[str, Any], read_test: bool = True) -> dict[str, int]:
