@@ -69,7 +69,7 @@ class Scorer(nn.Module):
             scores = self.model.standardizer.error(self.model(x), x).mean(1).flatten(1).mean(1)
         elif self.score == "center_distance":
             scores = self.model.center_distance(x)
-        else:  # knn_code
+        else:  # knn_code: distances.knn_distance without its 1000-row chunks (a trace would fix their count)
             codes = (self.model.encode(x).float() - self.reference_mean) / self.reference_std
             scores = torch.cdist(codes, self.reference).topk(self.k, largest=False).values.mean(1)
         return scores, scores.double() > self.threshold
