@@ -837,6 +837,56 @@ def test_an_exported_scorer_gives_the_batterys_scores_and_flags(format, anomaly_
             assert torch.equal(flags.bool(), exported_scores.double() > thresholds[score]["threshold"])
 
 
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_an_exported_scorer_resizes_camera_sized_images_as_the_run_did(format, anomaly_suite, data_root, tmp_path):
+    """``--input-size H W``: the scorer takes images at that size and resizes and centre-crops them as the run's data
+    (``load().prepare``) do; its scores match ``load()``'s on the prepared images. The case where a resize is
+    not a no-op: the test split upscaled to 45 × 37 (not square, not a multiple of 28)."""
+    import numpy as np
+    import torchvision.transforms.functional as TF
+
+    import ae_lightning
+    from ae_lightning.export import export
+
+    run_dir = run_of(anomaly_suite, "AE")
+    images = datamodule(data_root, normal_classes=[1]).splits["test"].images
+    camera = TF.resize(images, [45, 37], antialias=True)
+    out = tmp_path / f"AE.{'pt' if format == 'torchscript' else 'onnx'}"
+    about = export(run_dir, format, out, score="reconstruction", input_size=(45, 37))
+    assert about["input"]["shape"] == ["N", 1, 45, 37] and about["resized_to"] == [28, 28]
+    if format == "torchscript":
+        exported_scores, flags = torch.jit.load(str(out))(camera)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        exported_scores = torch.from_numpy(session.run(None, {"images": camera.numpy()})[0])
+    model = ae_lightning.load(run_dir)
+    prepared = model.prepare(camera)
+    assert not torch.equal(prepared, images.float() / 255)  # the round trip changed pixels: a real resize
+    assert torch.allclose(exported_scores, model.anomaly_score(prepared, "reconstruction"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_less(0, exported_scores.numpy())
+
+
+@pytest.mark.parametrize("size", [(45, 37), (64, 80), (300, 200), (29, 29), (20, 33)])
+def test_the_exported_resize_is_the_datas_resize_to_the_grey_level(size, tmp_path):
+    """``export.Resize`` (fixed-point matrix products) against ``data.custom.fit_size`` (torch's uint8 kernel), pixel
+    for pixel, grey and colour, down and up, in torch and through ONNX. If torch changes its uint8 kernel, this
+    fails: the exported scorer's resize must then follow it."""
+    import onnxruntime
+
+    from ae_lightning.data.custom import fit_size
+    from ae_lightning.export import Resize
+
+    images = torch.randint(0, 256, (4, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([fit_size(image, 28) for image in images]).float()
+    resize = Resize(size, 28)
+    assert torch.equal(resize(images), expected) and torch.equal(resize(images[:, :1]), expected[:, :1])
+    torch.onnx.export(resize, (images,), str(tmp_path / "r.onnx"), input_names=["images"], dynamo=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
+    assert torch.equal(torch.from_numpy(session.run(None, {"images": images.numpy()})[0]), expected)
+
+
 def test_what_cannot_be_exported_is_one_message_before_anything_is_written(anomaly_suite, tmp_path):
     import shutil
 
@@ -849,6 +899,7 @@ def test_what_cannot_be_exported_is_one_message_before_anything_is_written(anoma
         ([str(vae), "--score", "elbo"], "--score elbo: it draws random samples from the posterior"),
         ([str(ae), "--score", "center_distance"], "--score center_distance: not a score of Autoencoder; exportable"),
         ([str(ae), "--fpr", "2"], "--fpr 2.0: a false-positive rate must be in (0, 1)"),
+        ([str(ae), "--input-size", "0", "64"], "--input-size 0 64: give two positive integers, H W"),
         ([str(tmp_path / "nothing")], "is not a run directory"),
         ([str(ae), "--format", "tflite"], "--format 'tflite' is not known; allowed: ['torchscript', 'onnx']"),
     ]
