@@ -213,7 +213,7 @@ def unseparated_line(key: str, comparison: Comparison) -> str | None:
     def needed(variant: str) -> str:
         seeds = comparison.seeds_for_power.get(variant)
         if seeds is None:
-            return f"{variant} – (no difference observed)"
+            return f"{variant} – (no difference estimated: within its own 95 % interval)"
         return f"{variant} > {MAX_SEEDS}" if seeds > MAX_SEEDS else f"{variant} ~{seeds}"
 
     return (
