@@ -438,3 +438,28 @@ def test_bounded_intervals_stay_in_their_range():
     assert wide["ci_high"] > 1 and format_value(wide, "probe/accuracy") == "0.945 (0.37 to 1)"
     assert format_value(wide, "test/mse") == "0.945 ± 0.57"  # an unbounded metric keeps its symmetric interval
     assert format_value(summarize([0.5, 0.52, 0.51]), "anomaly/knn_code/auroc") == "0.51 ± 0.025"
+
+
+def test_a_collapsed_variant_is_named_with_its_mark_and_why_wherever_a_sentence_speaks_well_of_it():
+    """The best of a metric, "above the raw pixels" and "beats" a baseline: each names a collapsed variant with its
+    mark and, beside it, why it is marked; a sentence that only lists it (not separated, worse) keeps the mark."""
+    from ae_lightning.evaluation.conclusions import baseline_sentence, metric_sentence
+
+    labels = {"VAE": "VAE †"}
+    reasons = {"VAE": "collapsed on 2 of 3 runs: 0 of 16 units active"}
+    table = {"VAE": {"probe/accuracy": summarize([0.90, 0.91, 0.92])}, "AE": {"probe/accuracy": summarize([0.8] * 3)}}
+    comparison = compare_with_best({"VAE": {0: 0.90, 1: 0.91, 2: 0.92}, "AE": {0: 0.8, 1: 0.81, 2: 0.79}}, True)
+    best = metric_sentence("probe/accuracy", comparison, table, labels, reasons)
+    assert best.startswith("VAE † (collapsed on 2 of 3 runs: 0 of 16 units active)"), best
+    above = baseline_sentence("probe/accuracy", table, {"probe/accuracy": 0.8}, labels, 1000, reasons)
+    assert above.startswith("VAE † (collapsed on 2 of 3 runs: 0 of 16 units active)'s codes probe above"), above
+    key = "anomaly/reconstruction/auroc"
+    detection = {"VAE": {key: summarize([0.95, 0.951, 0.949])}, "AE": {key: summarize([0.85, 0.86, 0.84])}}
+    baselines = {"anomaly/pixel_knn/auroc": 0.9, "anomaly/pca/auroc": 0.9}
+    beats = baseline_sentence(key, detection, baselines, labels, 1000, reasons)
+    assert "VAE † (collapsed on 2 of 3 runs: 0 of 16 units active) beats" in beats, beats
+    # named as not the best, the mark alone
+    low = {"VAE": {0: 0.1, 1: 0.1, 2: 0.11}, "AE": {0: 0.8, 1: 0.81, 2: 0.79}}
+    low_table = {"VAE": {"probe/accuracy": summarize([0.1, 0.1, 0.11])}, "AE": table["AE"]}
+    worse = metric_sentence("probe/accuracy", compare_with_best(low, True), low_table, labels, reasons)
+    assert worse.startswith("AE ") and "VAE †" in worse and "collapsed on" not in worse, worse

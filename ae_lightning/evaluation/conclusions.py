@@ -27,25 +27,38 @@ def listing(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def praised(variant: str, labels: dict[str, str], reasons: dict[str, str] | None) -> str:
+    """A variant named where a sentence speaks well of it: a collapsed one with its mark and, beside it, why —
+    "best" or "above the pixels" must never read as praise of a degenerate code."""
+    label = labels.get(variant, variant)
+    return f"{label} ({reasons[variant]})" if reasons and variant in reasons else label
+
+
 def metric_sentence(
-    key: str, comparison: Comparison, table: dict[str, dict[str, Any]], labels: dict[str, str] | None = None
+    key: str,
+    comparison: Comparison,
+    table: dict[str, dict[str, Any]],
+    labels: dict[str, str] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> str:
     """One sentence: the best variant, its value, and which variants are (not) separated from it; ``labels``: how
-    a variant is named (a collapsed one with its mark, so a best that collapsed never reads as a plain best)."""
+    a variant is named (a collapsed one with its mark), ``reasons``: why a collapsed one is marked, said beside it
+    where it is named best (:func:`praised`)."""
     labels = labels or {}
     best = comparison.best
+    best_name = praised(best, labels, reasons)
     summary = table[best][key]
     # sentences read better without exponents: 13850 samples/s, not 1.385e+04
     value = f"{summary['mean']:.0f}" if abs(summary["mean"]) >= 1000 else format_value(summary, key)
     what = WHAT_BEST_MEANS.get(key, f"is best on {key}")
     if comparison.n_seeds < 2:
         direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
-        return f"{labels.get(best, best)} has the {direction} `{key}` ({value})."
+        return f"{best_name} has the {direction} `{key}` ({value})."
     if comparison.not_separable or not comparison.separable:  # not shown to be better than every other variant
         direction = "highest" if key in HIGHER_IS_BETTER else "lowest"
-        sentence = f"{labels.get(best, best)} has the {direction} mean `{key}` ({value})"
+        sentence = f"{best_name} has the {direction} mean `{key}` ({value})"
     else:
-        sentence = f"{labels.get(best, best)} {what} (`{key}` {value})"
+        sentence = f"{best_name} {what} (`{key}` {value})"
     clauses = []
     if comparison.not_separable:
         verb = "is" if len(comparison.not_separable) == 1 else "are"
@@ -67,10 +80,12 @@ def baseline_sentence(
     baseline: dict[str, Any] | None,
     labels: dict[str, str] | None = None,
     test_images: int | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> str | None:
     """The codes against the same measurement on raw pixels (one number, no seeds), where the suite computed one:
     "above" or "beats" only for the variants ``clearly_above`` finds — every variant checked, the family-wise error
-    held over all of them, and never on less than one test image's share (1/``test_images``)."""
+    held over all of them, and never on less than one test image's share (1/``test_images``); a collapsed variant
+    named there with its mark and why (:func:`praised`)."""
     labels = labels or {}
     if not baseline:
         return None
@@ -80,7 +95,7 @@ def baseline_sentence(
         scored = {v: row[key] for v, row in table.items() if key in row}
         best = max(scored, key=lambda v: scored[v]["mean"])
         pixels = baseline["probe/accuracy"]
-        above = [labels.get(v, v) for v in clearly_above(scored, pixels, margin)]
+        above = [praised(v, labels, reasons) for v in clearly_above(scored, pixels, margin)]
         if above:
             return (
                 f"{listing(above)}'s codes probe above the raw pixels ({format_number(pixels)}; {ALPHA:.0%} "
@@ -89,8 +104,8 @@ def baseline_sentence(
         if scored[best]["mean"] > pixels:
             why = "one seed is not a test" if n_seeds < 2 else "within chance"
             return (
-                f"{labels.get(best, best)}'s mean probe ({format_number(scored[best]['mean'])}) is above the raw "
-                f"pixels' ({format_number(pixels)}), {why}: not shown to beat them."
+                f"{praised(best, labels, reasons)}'s mean probe ({format_number(scored[best]['mean'])}) is above the "
+                f"raw pixels' ({format_number(pixels)}), {why}: not shown to beat them."
             )
         return (
             f"No code beats the same linear probe on the raw pixels ({format_number(pixels)}; the best code, "
@@ -111,7 +126,7 @@ def baseline_sentence(
         for variant in scored:
             wins = [name for name in baselines if variant in beaten[name]]
             if wins:
-                parts.append(f"{labels.get(variant, variant)} beats {listing(wins)}")
+                parts.append(f"{praised(variant, labels, reasons)} beats {listing(wins)}")
         if len(parts) > 1 and any(beaten.values()):
             parts[-1] += f" ({ALPHA:.0%} family-wise over {2 * len(scored)} comparisons, {n_seeds} seeds)"
         return parts[0][0].upper() + parts[0][1:] + "; " + "; ".join(parts[1:]) + "."
@@ -153,6 +168,7 @@ def opening(
     caveat_lines: list[str],
     labels: dict[str, str] | None = None,
     test_images: int | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> list[str]:
     """The report's first section: what the runs cannot support, then the sentences of each section with a
     headline metric."""
@@ -162,8 +178,8 @@ def opening(
         for key in keys:
             # a metric of one variant only (the VAE's NLL beside plain AEs) has no best to speak of
             if key in compared and compared[key].best in table and sum(key in row for row in table.values()) > 1:
-                sentences.append(metric_sentence(key, compared[key], table, labels))
-                if (extra := baseline_sentence(key, table, baseline, labels, test_images)) is not None:
+                sentences.append(metric_sentence(key, compared[key], table, labels, reasons))
+                if (extra := baseline_sentence(key, table, baseline, labels, test_images, reasons)) is not None:
                     sentences.append(extra)
         if sentences:
             lines += [f"**{section}.** " + " ".join(sentences), ""]

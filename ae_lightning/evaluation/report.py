@@ -177,6 +177,18 @@ def collapsed_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return found
 
 
+def collapse_reasons(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """variant → "collapsed on n of m runs: why" (the first reason), said beside it wherever it is named best."""
+    reasons = {}
+    for variant, bad in collapsed.items():
+        total = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
+        reasons[variant] = (
+            f"collapsed on {len(bad)} of {total} run{'s' if total != 1 else ''}: "
+            + sorted({r["collapse"] for r in bad})[0]
+        )
+    return reasons
+
+
 def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One sentence per variant with collapsed runs: on how many of its runs, and why (the first run's reason)."""
     lines = []
@@ -396,7 +408,9 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
-        *opening(headlines, table, compared, baseline, caveat_lines, labels, smallest_test),
+        *opening(
+            headlines, table, compared, baseline, caveat_lines, labels, smallest_test, collapse_reasons(runs, collapsed)
+        ),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
