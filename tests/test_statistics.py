@@ -463,3 +463,18 @@ def test_a_collapsed_variant_is_named_with_its_mark_and_why_wherever_a_sentence_
     low_table = {"VAE": {"probe/accuracy": summarize([0.1, 0.1, 0.11])}, "AE": table["AE"]}
     worse = metric_sentence("probe/accuracy", compare_with_best(low, True), low_table, labels, reasons)
     assert worse.startswith("AE ") and "VAE †" in worse and "collapsed on" not in worse, worse
+
+
+def test_the_seeds_needed_line_counts_estimated_differences_and_names_the_rest():
+    from ae_lightning.evaluation.report_tables import unseparated_line
+    from ae_lightning.evaluation.statistics import Comparison
+
+    comparison = Comparison(
+        best="A", not_separable=["B", "C", "D"], separable=[], method="m", alpha=0.05, n_seeds=3,
+        seeds_for_power={"B": 12, "C": None, "D": 101},
+    )  # fmt: skip
+    line = unseparated_line("probe/accuracy", comparison)
+    assert "80% power (simulated for this comparison, the best re-selected): B ~12, D > 100" in line, line
+    assert line.endswith(
+        "No difference estimated for C: each gap is inside its own interval (no seed count to plan for)."
+    )

@@ -205,23 +205,33 @@ def marked(text: str, variant: str, comparison: Comparison | None) -> str:
 
 
 def unseparated_line(key: str, comparison: Comparison) -> str | None:
-    """For a metric whose best is not separated from some variants: how many seeds would separate each observed
-    difference at 80 % power — the next decision a researcher faces."""
+    """For a metric whose best is not separated from some variants: how many seeds would separate each estimated
+    difference at 80 % power — the next decision a researcher faces — and which gaps are inside their own noise."""
     if comparison.n_seeds < 2 or not comparison.not_separable:
         return None
+    counted = [v for v in comparison.not_separable if comparison.seeds_for_power.get(v) is not None]
+    within = [v for v in comparison.not_separable if comparison.seeds_for_power.get(v) is None]
 
     def needed(variant: str) -> str:
-        seeds = comparison.seeds_for_power.get(variant)
-        if seeds is None:
-            return f"{variant} – (no difference estimated: within its own 95 % interval)"
+        seeds = comparison.seeds_for_power[variant]
         return f"{variant} > {MAX_SEEDS}" if seeds > MAX_SEEDS else f"{variant} ~{seeds}"
 
-    return (
+    line = (
         f"`{key}`: {comparison.best} best; not separated from it with {comparison.n_seeds} seeds: "
-        f"{', '.join(comparison.not_separable)}. Seeds that would separate each observed difference at "
-        f"{POWER:.0%} power: {', '.join(needed(v) for v in comparison.not_separable)} (optimistic: a gap from a best "
-        "picked for looking best runs large)."
+        f"{', '.join(comparison.not_separable)}."
     )
+    if counted:
+        line += (
+            f" Seeds that would separate each estimated difference at {POWER:.0%} power (simulated for this comparison,"
+            f" the best re-selected): {', '.join(needed(v) for v in counted)} (optimistic: a gap from a best picked "
+            "for looking best runs large)."
+        )
+    if within:
+        line += (
+            f" No difference estimated for {', '.join(within)}: each gap is inside its own interval (no seed count to "
+            "plan for)."
+        )
+    return line
 
 
 def improvement_table(scores: Scores, key: str) -> str | None:
