@@ -444,6 +444,10 @@ def test_variants_written_as_lightningcli_writes_models_and_dotted_overrides(tmp
         "--data.noise.level=0.2",
         "--evaluation.iw_samples",
         "3",
+        "--wandb",  # W&B is tested on the module's suite; here it would only cost its start-up
+        "disabled",
+        "--parallel",
+        "2",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

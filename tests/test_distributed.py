@@ -89,6 +89,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root
     assert len(list((tmp_path / "ddp").glob("lightning_logs/version_*"))) == 1
 
 
+@pytest.mark.slow  # gloo processes by nature (7 s): the fast loop keeps the two-process-equals-one test
 def test_torchrun_launches_lightning_ddp(data_root, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -161,6 +162,7 @@ def test_vqvae_ranks_keep_one_codebook_through_updates_and_restarts(data_root, t
     assert ranks[0]["global_step"] == 10
 
 
+@pytest.mark.slow  # gloo processes by nature (9 s): the fast loop keeps the two-process-equals-one test
 def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
     ranks = ddp_worker(tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1)
     # Rank 1's NaN reached rank 0's gradients through the all-reduce: only if both skip do they stay equal and finite
@@ -216,11 +218,16 @@ def test_ranks_draw_their_own_noise_and_kill_resume_stays_bitwise(data_root, tmp
 DDP_CPU = {"max_epochs": 2, "accelerator": "cpu", "strategy": "ddp", "devices": 2}
 
 
-def run_suite(tmp_path: Path, data_root: Path, variants: list[dict], trainer: dict, name: str) -> list[dict]:
+def run_suite(
+    tmp_path: Path, data_root: Path, variants: list[dict], trainer: dict, name: str, parallel: int = 1
+) -> list[dict]:
+    """``parallel``: runs at once — 2 for one-process runs (a run's process spends seconds starting up, which
+    overlaps on 2 cores); 1 for DDP runs, each of which already has a process per core."""
     suite = write_small_suite(
         tmp_path / f"{name}.yaml", data_root, name, variants, 2, "disabled", trainer=trainer, seeds=[0]
     )
-    result = cli("compare", str(suite), "--out", str(tmp_path / name), cwd=tmp_path, timeout=1200)
+    out = ["--out", str(tmp_path / name), "--parallel", str(parallel)]
+    result = cli("compare", str(suite), *out, cwd=tmp_path, timeout=1200)
     records = json.loads((tmp_path / name / "summary.json").read_text())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for record in records:
@@ -286,4 +293,4 @@ def test_every_variant_finishes_a_ddp_suite(data_root, tmp_path):
 @pytest.mark.slow
 def test_every_variant_finishes_a_bf16_suite(data_root, tmp_path):
     trainer = {"max_epochs": 2, "accelerator": "cpu", "precision": "bf16-mixed"}
-    assert len(run_suite(tmp_path, data_root, EVERY_VARIANT, trainer, "bf16_all")) == len(EVERY_VARIANT)
+    assert len(run_suite(tmp_path, data_root, EVERY_VARIANT, trainer, "bf16_all", parallel=2)) == len(EVERY_VARIANT)

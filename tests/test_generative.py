@@ -35,18 +35,27 @@ def test_fd_domain_is_near_zero_for_real_images_and_large_for_noise(data, cache)
     assert frechet_distance(test_x, test_x, classifier) == pytest.approx(0.0, abs=1e-2)
 
 
-def test_the_classifier_is_cached_by_content_with_its_accuracy(data, cache):
+def test_the_classifier_is_cached_by_content_with_its_accuracy(data, tmp_path):
+    """Its own cache and a brief classifier (what is cached, not how well it classifies, is the point here)."""
+    from ae_lightning.evaluation.generative import ClassifierSettings
+
     train, test = data
-    _, accuracy = domain_classifier(train.images, train.labels, test.images, test.labels, cache)
-    (info,) = cache.glob("classifier-*.json")
+    brief = ClassifierSettings(epochs=1, min_steps=5)
+    _, accuracy = domain_classifier(train.images, train.labels, test.images, test.labels, tmp_path, brief)
+    (info,) = tmp_path.glob("classifier-*.json")
     assert json.loads(info.read_text())["test_accuracy"] == accuracy
     assert info.with_suffix(".pt").is_file()  # the weights beside it
     info.write_text(json.dumps({"test_accuracy": 0.123}))  # what the cache says is what is returned: no retraining
-    assert domain_classifier(train.images, train.labels, test.images, test.labels, cache)[1] == 0.123
+    assert domain_classifier(train.images, train.labels, test.images, test.labels, tmp_path, brief)[1] == 0.123
     info.write_text(json.dumps({"test_accuracy": accuracy}))
     other = train.images[:300]  # other training data: another classifier, another entry
-    domain_classifier(other, train.labels[:300], test.images, test.labels, cache)
-    assert len(list(cache.glob("classifier-*.pt"))) == 2
+    domain_classifier(other, train.labels[:300], test.images, test.labels, tmp_path, brief)
+    assert len(list(tmp_path.glob("classifier-*.pt"))) == 2
+    # other settings: another entry too (the settings are part of the key)
+    domain_classifier(
+        train.images, train.labels, test.images, test.labels, tmp_path, ClassifierSettings(epochs=1, min_steps=6)
+    )
+    assert len(list(tmp_path.glob("classifier-*.pt"))) == 3
 
 
 def test_only_models_that_sample_get_generative_metrics(data, cache):

@@ -100,6 +100,8 @@ def test_the_shipped_fashion_mnist_suite_works_at_a_reduced_budget(fashion_root,
         "10000",
         "--wandb",
         "disabled",
+        "--parallel",
+        "2",
         cwd=tmp_path,
         timeout=1800,
     )
