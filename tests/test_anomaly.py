@@ -487,7 +487,9 @@ def test_the_score_command_writes_one_row_per_image(anomaly_suite, data_root, tm
     np.savez(tmp_path / "new.npz", images=images.numpy())
     run_dir = run_of(anomaly_suite, "AE")
     out = tmp_path / "scores.csv"
-    result = cli("score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--out", str(out), cwd=tmp_path)
+    result = cli_in_process(
+        "score", str(run_dir), "--images", str(tmp_path / "new.npz"), "--out", str(out), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out) as f:
         rows = list(csv.DictReader(f))
@@ -726,7 +728,7 @@ def test_an_mvtec_folder_runs_to_a_report_with_pixel_scores(tmp_path, data_root)
         data={"name": "mvtec", "root": str(root), "val_size": 20, "batch_size": 20,
               "noise": {"kind": "gaussian", "level": 0.2}},
     )  # fmt: skip
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=900)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = tmp_path / "out"
     records = json.loads((out / "summary.json").read_text())

@@ -434,7 +434,7 @@ def test_variants_written_as_lightningcli_writes_models_and_dotted_overrides(tmp
             {"name": "SAE", "class_path": "ae_lightning.SparseAutoencoder", "init_args": {"penalty": "topk", "k": 4}},
         ],
     )
-    result = cli(
+    result = cli_in_process(
         "compare",
         str(suite),
         "--out",
@@ -505,7 +505,7 @@ def test_a_variant_judged_on_its_validation_probe_keeps_the_checkpoint_it_chose(
     content = yaml.safe_load(suite.read_text())
     content["wandb"]["mode"] = "disabled"
     suite.write_text(yaml.safe_dump(content))
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=600)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / "out" / "runs" / "CAE" / "seed0"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

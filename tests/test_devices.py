@@ -140,7 +140,7 @@ def test_ddp_flag_without_gpus_is_one_clear_error(tmp_path, data_root):
 def test_a_run_records_where_it_trained_and_the_smoke_verdicts_read_it(tmp_path, data_root):
     suite = write_small_suite(tmp_path / "s.yaml", data_root, "s", [{"model": "Autoencoder"}], 1, "disabled", seeds=[0])
     out = tmp_path / "smoke" / "one_gpu"  # laid out as scripts/gpu_smoke.sh lays out its first part
-    result = cli("compare", str(suite), "--out", str(out), cwd=tmp_path)
+    result = cli_in_process("compare", str(suite), "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     record = json.loads((out / "runs" / "Autoencoder" / "seed0" / "result.json").read_text())
     assert record["trained_on"] == record["evaluated_on"] == "cpu" and record["world_size"] == 1

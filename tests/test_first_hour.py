@@ -72,7 +72,7 @@ def test_counts_the_data_cannot_give_are_said_once_used_and_recorded(tmp_path, d
     suite = write_small_suite(
         tmp_path / "suite.yaml", data_root, "counts", [VAE], epochs=1, wandb_mode="disabled", evaluation=evaluation
     )
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=600)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("suite counts"))

@@ -15,7 +15,7 @@ from ae_lightning.errors import ConfigError, DataNotFoundError
 
 from conftest import write_small_suite
 from datasets import make_images, write_celeba_like, write_image_folder
-from test_cli import cli
+from test_cli import cli_in_process
 
 
 def datamodule(name: str, root, **kwargs) -> ImageDataModule:
@@ -139,7 +139,7 @@ def own_data_suite(tmp_path, data: dict, variants: list[dict], name: str):
     suite = write_small_suite(tmp_path / f"{name}.yaml", tmp_path, name, variants, 1, "disabled", data=data)
     # two runs at once: most of a run's time here is its process starting up, which overlaps on 2 cores
     out = ["--out", str(tmp_path / name), "--parallel", "2"]
-    result = cli("compare", str(suite), *out, cwd=tmp_path, timeout=1200)
+    result = cli_in_process("compare", str(suite), *out, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = json.loads((tmp_path / name / "summary.json").read_text())
     assert all(r["status"] == "done" for r in records), records
@@ -268,7 +268,7 @@ def test_the_readmes_folder_recipes_run_on_a_300_image_folder(tmp_path, marker):
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
     args = ["--out", str(out), "--seeds", "0", "1", "--epochs", "3", "--wandb", "disabled", "--parallel", "2"]
-    result = cli("compare", str(tmp_path / "suite.yaml"), *args, cwd=tmp_path, timeout=900)
+    result = cli_in_process("compare", str(tmp_path / "suite.yaml"), *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "**Small test split: 60 images.**" in report

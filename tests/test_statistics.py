@@ -21,7 +21,7 @@ from ae_lightning.evaluation.statistics import (
 )
 
 from conftest import write_small_suite
-from test_cli import cli
+from test_cli import cli_in_process
 
 
 def test_summary_has_the_student_t_interval():
@@ -243,7 +243,7 @@ def three_seeds(tmp_path_factory, data_root):
         },
     )
     out = tmp_path / "out"
-    result = cli("compare", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path, timeout=900)
+    result = cli_in_process("compare", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
@@ -310,7 +310,7 @@ def test_comparison_json_holds_each_metrics_verdict_and_the_marks_come_from_it(t
     shutil.copytree(three_seeds, copy)
     (copy / "comparison.json").unlink()
     suite = three_seeds.parent / "s.yaml"
-    result = cli("compare", str(suite), "--out", str(copy), "--report-only", cwd=three_seeds.parent)
+    result = cli_in_process("compare", str(suite), "--out", str(copy), "--report-only", cwd=three_seeds.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((copy / "comparison.json").read_text()) == comparison
 
@@ -329,7 +329,7 @@ def test_report_marks_intervals_significance_and_improvement(three_seeds):
 
 def test_one_seed_report_says_it_cannot_separate_variants(tmp_path, data_root):
     suite = write_small_suite(tmp_path / "s.yaml", data_root, "one", [{"model": "Autoencoder"}], 1, "disabled")
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "One seed: no intervals and no significance tests — a single seed cannot separate variants" in report
