@@ -478,3 +478,30 @@ def test_the_seeds_needed_line_counts_estimated_differences_and_names_the_rest()
     assert line.endswith(
         "No difference estimated for C: each gap is inside its own interval (no seed count to plan for)."
     )
+
+
+def test_runs_that_did_not_finish_count_against_their_variant_where_the_report_names_it():
+    """A variant whose bad runs fail would look best on its good ones: its row says on how many runs its numbers
+    rest, and a sentence naming it best says how many did not finish (as a collapsed one says why it is marked)."""
+    from ae_lightning.evaluation.conclusions import metric_sentence
+    from ae_lightning.evaluation.report import collapsed_runs, variant_caveats
+
+    runs = [
+        {"variant": "A", "status": "done"},
+        {"variant": "A", "status": "failed"},
+        {"variant": "A", "status": "done"},
+        {"variant": "B", "status": "done", "collapse": "0 of 8 units active"},
+        {"variant": "B", "status": "done"},
+        {"variant": "C", "status": "done"},
+    ]
+    caveats = variant_caveats(runs, collapsed_runs(runs))
+    assert caveats == {
+        "A": "1 of 3 runs did not finish: its numbers are the other 2's",
+        "B": "collapsed on 1 of 2 runs: 0 of 8 units active",
+    }
+    table = {"A": {"probe/accuracy": summarize([0.9, 0.92])}, "C": {"probe/accuracy": summarize([0.5, 0.52])}}
+    comparison = compare_with_best({"A": {0: 0.9, 2: 0.92}, "C": {0: 0.5, 2: 0.52}}, True)
+    sentence = metric_sentence("probe/accuracy", comparison, table, {}, caveats)
+    assert sentence.startswith("A (1 of 3 runs did not finish: its numbers are the other 2's) has the highest"), (
+        sentence
+    )

@@ -177,16 +177,27 @@ def collapsed_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return found
 
 
-def collapse_reasons(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """variant → "collapsed on n of m runs: why" (the first reason), said beside it wherever it is named best."""
-    reasons = {}
-    for variant, bad in collapsed.items():
-        total = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
-        reasons[variant] = (
-            f"collapsed on {len(bad)} of {total} run{'s' if total != 1 else ''}: "
-            + sorted({r["collapse"] for r in bad})[0]
-        )
-    return reasons
+def variant_caveats(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """variant → what its numbers rest on, where that is not every run healthy: "collapsed on n of m runs: why",
+    "k of m runs did not finish: its numbers are the other j's" — said beside it wherever a sentence names it
+    best, above the pixels or beating a baseline (a variant whose bad runs fail would otherwise look best on the
+    good ones)."""
+    caveats: dict[str, str] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == variant]
+        done = [r for r in mine if r["status"] == "done"]
+        parts = []
+        if len(done) < len(mine):
+            parts.append(
+                f"{len(mine) - len(done)} of {len(mine)} runs did not finish: its numbers are the other {len(done)}'s"
+            )
+        if variant in collapsed:
+            bad = collapsed[variant]
+            reason = sorted({r["collapse"] for r in bad})[0]
+            parts.append(f"collapsed on {len(bad)} of {len(done)} run{'s' if len(done) != 1 else ''}: {reason}")
+        if parts:
+            caveats[variant] = "; ".join(parts)
+    return caveats
 
 
 def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -387,7 +398,16 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     failed = [r for r in runs if r["status"] != "done"]
     not_finite = not_finite_results(runs)
     collapsed = collapsed_runs(runs)
-    labels = {variant: f"{variant} {COLLAPSE_MARK}" for variant in collapsed}
+    caveats_of = variant_caveats(runs, collapsed)
+    # a row's name says when its numbers rest on fewer runs than the suite ran (failed runs count against it)
+    finished = {v: sum(r["variant"] == v and r["status"] == "done" for r in runs) for v in caveats_of}
+    ran = {v: sum(r["variant"] == v for r in runs) for v in caveats_of}
+    labels = {
+        variant: variant
+        + (f" {COLLAPSE_MARK}" if variant in collapsed else "")
+        + (f" ({finished[variant]} of {ran[variant]} runs)" if finished[variant] < ran[variant] else "")
+        for variant in caveats_of
+    }
     test_images = counted(records, "eval/test_images", None)  # as the report prints it: "200", "180 to 200"
     # the smallest test split any run used, as a number (None for runs from before it was recorded)
     smallest_test = min((int(r["metrics"]["eval/test_images"]) for r in records if "eval/test_images" in r["metrics"]),
@@ -408,9 +428,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
-        *opening(
-            headlines, table, compared, baseline, caveat_lines, labels, smallest_test, collapse_reasons(runs, collapsed)
-        ),
+        *opening(headlines, table, compared, baseline, caveat_lines, labels, smallest_test, caveats_of),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
