@@ -484,7 +484,7 @@ def test_runs_that_did_not_finish_count_against_their_variant_where_the_report_n
     """A variant whose bad runs fail would look best on its good ones: its row says on how many runs its numbers
     rest, and a sentence naming it best says how many did not finish (as a collapsed one says why it is marked)."""
     from ae_lightning.evaluation.conclusions import metric_sentence
-    from ae_lightning.evaluation.report import collapsed_runs, variant_caveats
+    from ae_lightning.evaluation.report import collapsed_runs, row_labels, variant_caveats
 
     runs = [
         {"variant": "A", "status": "done"},
@@ -499,6 +499,7 @@ def test_runs_that_did_not_finish_count_against_their_variant_where_the_report_n
         "A": "1 of 3 runs did not finish: its numbers are the other 2's",
         "B": "collapsed on 1 of 2 runs: 0 of 8 units active",
     }
+    assert row_labels(runs, collapsed_runs(runs)) == {"A": "A (2 of 3 runs)", "B": "B †"}
     table = {"A": {"probe/accuracy": summarize([0.9, 0.92])}, "C": {"probe/accuracy": summarize([0.5, 0.52])}}
     comparison = compare_with_best({"A": {0: 0.9, 2: 0.92}, "C": {0: 0.5, 2: 0.52}}, True)
     sentence = metric_sentence("probe/accuracy", comparison, table, {}, caveats)

@@ -28,8 +28,9 @@ def listing(names: list[str]) -> str:
 
 
 def praised(variant: str, labels: dict[str, str], reasons: dict[str, str] | None) -> str:
-    """A variant named where a sentence speaks well of it: a collapsed one with its mark and, beside it, why —
-    "best" or "above the pixels" must never read as praise of a degenerate code."""
+    """A variant named where a sentence speaks well of it: a collapsed one with its mark and, beside it, why; one
+    with runs that did not finish, with how many — "best" or "above the pixels" must never read as praise of a
+    degenerate code, or of the good runs of a variant whose bad ones failed."""
     label = labels.get(variant, variant)
     return f"{label} ({reasons[variant]})" if reasons and variant in reasons else label
 

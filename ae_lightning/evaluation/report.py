@@ -200,6 +200,20 @@ def variant_caveats(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[s
     return caveats
 
 
+def row_labels(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """A table row's name: the collapse mark, and on how many runs its numbers rest where that is fewer than the
+    suite ran (failed runs count against their variant): ``VAE † (2 of 3 runs)``."""
+    labels = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        finished = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
+        ran = sum(r["variant"] == variant for r in runs)
+        label = variant + (f" {COLLAPSE_MARK}" if variant in collapsed else "")
+        label += f" ({finished} of {ran} runs)" if finished < ran else ""
+        if label != variant:
+            labels[variant] = label
+    return labels
+
+
 def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One sentence per variant with collapsed runs: on how many of its runs, and why (the first run's reason)."""
     lines = []
@@ -338,7 +352,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
                 else "–"
                 for c in suite["one_class"]
             ]
-            label = f"{variant} {COLLAPSE_MARK}" if variant in collapsed else variant
+            label = row_labels(runs, collapsed).get(variant, variant)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines, tables
@@ -399,15 +413,8 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     not_finite = not_finite_results(runs)
     collapsed = collapsed_runs(runs)
     caveats_of = variant_caveats(runs, collapsed)
-    # a row's name says when its numbers rest on fewer runs than the suite ran (failed runs count against it)
-    finished = {v: sum(r["variant"] == v and r["status"] == "done" for r in runs) for v in caveats_of}
-    ran = {v: sum(r["variant"] == v for r in runs) for v in caveats_of}
-    labels = {
-        variant: variant
-        + (f" {COLLAPSE_MARK}" if variant in collapsed else "")
-        + (f" ({finished[variant]} of {ran[variant]} runs)" if finished[variant] < ran[variant] else "")
-        for variant in caveats_of
-    }
+    marks = {variant: f"{variant} {COLLAPSE_MARK}" for variant in collapsed}  # sentences say the caveat beside it
+    labels = row_labels(runs, collapsed)
     test_images = counted(records, "eval/test_images", None)  # as the report prints it: "200", "180 to 200"
     # the smallest test split any run used, as a number (None for runs from before it was recorded)
     smallest_test = min((int(r["metrics"]["eval/test_images"]) for r in records if "eval/test_images" in r["metrics"]),
@@ -428,7 +435,7 @@ def write_report(out: Path, suite: dict[str, Any], records: list[dict[str, Any]]
     lines = [
         f"# Suite `{suite['name']}`",
         "",
-        *opening(headlines, table, compared, baseline, caveat_lines, labels, smallest_test, caveats_of),
+        *opening(headlines, table, compared, baseline, caveat_lines, marks, smallest_test, caveats_of),
         f"Data: {suite['data'].get('name', 'fashion_mnist')}; seeds {seeds}; "
         f"{epochs_text(suite['trainer'].get('max_epochs'))}; evaluation corruption {noise['kind']} {noise['level']}. "
         f"{statistics_note} {likelihood_protocol(suite)}",
