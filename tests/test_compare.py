@@ -516,3 +516,18 @@ def test_a_variant_judged_on_its_validation_probe_keeps_the_checkpoint_it_chose(
     judged = json.loads((run_dir / "result.json").read_text())["checkpoint"]
     best_epoch = values.index(max(values))
     assert f"epoch={best_epoch}" in judged, (judged, values)
+
+
+def test_a_runs_wandb_directory_is_absolute_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A W&B service shared with a parent process (under pytest, under a SLURM job started from it) resolves a
+    relative directory against its own working directory: the run's W&B files then landed beside the repository
+    (seen after a CI run: ``out/runs/AE/seed0/wandb`` in the clone). The logger gets the absolute run directory."""
+    from ae_lightning.suite.run import make_wandb_logger
+
+    monkeypatch.chdir(tmp_path)
+    info = {
+        "wandb": {"mode": "offline", "project": "p"}, "suite_id": "s", "variant": "AE", "seed": 0,
+        "suite_name": "s", "model": "Autoencoder", "dataset": "mnist",
+    }  # fmt: skip
+    logger = make_wandb_logger(info, Path("out/runs/AE/seed0"))
+    assert logger.save_dir == str(tmp_path / "out" / "runs" / "AE" / "seed0")

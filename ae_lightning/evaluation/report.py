@@ -613,7 +613,7 @@ def write_wandb_summary(out: Path, suite: dict[str, Any], suite_id: str, records
             name="summary",
             job_type="summary",
             mode=suite["wandb"]["mode"],
-            dir=str(out),
+            dir=str(Path(out).resolve()),  # absolute, as a run's (suite/run.py: make_wandb_logger)
             id=summary_id,
             resume="allow",
             config={"suite": suite},

@@ -145,7 +145,9 @@ def make_wandb_logger(
             id=run_id,
             resume="allow",
             mode=settings["mode"],
-            save_dir=str(run_dir),
+            # absolute: a W&B service shared with a parent process (its env carries it) resolves a relative
+            # directory against its own working directory, not this run's
+            save_dir=str(Path(run_dir).resolve()),
             config={**info, **({"config": config} if config else {})},
         )
     except Exception as err:
