@@ -43,8 +43,8 @@ def metric_sentence(
     reasons: dict[str, str] | None = None,
 ) -> str:
     """One sentence: the best variant, its value, and which variants are (not) separated from it; ``labels``: how
-    a variant is named (a collapsed one with its mark), ``reasons``: why a collapsed one is marked, said beside it
-    where it is named best (:func:`praised`)."""
+    a variant is named (a collapsed one with its mark), ``reasons``: its caveats (collapsed, runs that did not
+    finish), said beside it where it is named best (:func:`praised`)."""
     labels = labels or {}
     best = comparison.best
     best_name = praised(best, labels, reasons)
@@ -85,8 +85,8 @@ def baseline_sentence(
 ) -> str | None:
     """The codes against the same measurement on raw pixels (one number, no seeds), where the suite computed one:
     "above" or "beats" only for the variants ``clearly_above`` finds — every variant checked, the family-wise error
-    held over all of them, and never on less than one test image's share (1/``test_images``); a collapsed variant
-    named there with its mark and why (:func:`praised`)."""
+    held over all of them, and never on less than one test image's share (1/``test_images``); a variant with
+    caveats named there with them (:func:`praised`)."""
     labels = labels or {}
     if not baseline:
         return None

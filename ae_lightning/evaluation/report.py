@@ -177,24 +177,29 @@ def collapsed_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return found
 
 
+def run_counts(runs: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """variant → (runs finished, runs the suite ran), in the suite's order."""
+    counts: dict[str, tuple[int, int]] = {}
+    for r in runs:
+        finished, ran = counts.get(r["variant"], (0, 0))
+        counts[r["variant"]] = (finished + (r["status"] == "done"), ran + 1)
+    return counts
+
+
 def variant_caveats(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """variant → what its numbers rest on, where that is not every run healthy: "collapsed on n of m runs: why",
     "k of m runs did not finish: its numbers are the other j's" — said beside it wherever a sentence names it
     best, above the pixels or beating a baseline (a variant whose bad runs fail would otherwise look best on the
     good ones)."""
     caveats: dict[str, str] = {}
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        mine = [r for r in runs if r["variant"] == variant]
-        done = [r for r in mine if r["status"] == "done"]
+    for variant, (finished, ran) in run_counts(runs).items():
         parts = []
-        if len(done) < len(mine):
-            parts.append(
-                f"{len(mine) - len(done)} of {len(mine)} runs did not finish: its numbers are the other {len(done)}'s"
-            )
+        if finished < ran:
+            parts.append(f"{ran - finished} of {ran} runs did not finish: its numbers are the other {finished}'s")
         if variant in collapsed:
             bad = collapsed[variant]
             reason = sorted({r["collapse"] for r in bad})[0]
-            parts.append(f"collapsed on {len(bad)} of {len(done)} run{'s' if len(done) != 1 else ''}: {reason}")
+            parts.append(f"collapsed on {len(bad)} of {finished} run{'s' if finished != 1 else ''}: {reason}")
         if parts:
             caveats[variant] = "; ".join(parts)
     return caveats
@@ -204,9 +209,7 @@ def row_labels(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, A
     """A table row's name: the collapse mark, and on how many runs its numbers rest where that is fewer than the
     suite ran (failed runs count against their variant): ``VAE † (2 of 3 runs)``."""
     labels = {}
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        finished = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
-        ran = sum(r["variant"] == variant for r in runs)
+    for variant, (finished, ran) in run_counts(runs).items():
         label = variant + (f" {COLLAPSE_MARK}" if variant in collapsed else "")
         label += f" ({finished} of {ran} runs)" if finished < ran else ""
         if label != variant:
@@ -216,9 +219,9 @@ def row_labels(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, A
 
 def collapse_lines(runs: list[dict[str, Any]], collapsed: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One sentence per variant with collapsed runs: on how many of its runs, and why (the first run's reason)."""
-    lines = []
+    lines, counts = [], run_counts(runs)
     for variant, bad in collapsed.items():
-        total = sum(r["variant"] == variant and r["status"] == "done" for r in runs)
+        total = counts[variant][0]
         reasons = sorted({r["collapse"] for r in bad})
         lines.append(
             f"{variant} {COLLAPSE_MARK} collapsed on {len(bad)} of {total} run{'s' if total != 1 else ''}: "
@@ -334,7 +337,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
         "",
     ]
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    collapsed = collapsed_runs(runs)
+    labels = row_labels(runs, collapsed_runs(runs))
     for score in ANOMALY_SCORE_NAMES:
         key = f"anomaly/{score}/auroc"
         if not any(key in row for table in tables.values() for row in table.values()):
@@ -352,8 +355,7 @@ def per_class_section(out: Path, suite: dict[str, Any], runs: list[dict[str, Any
                 else "–"
                 for c in suite["one_class"]
             ]
-            label = row_labels(runs, collapsed).get(variant, variant)
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {labels.get(variant, variant)} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines, tables
 
