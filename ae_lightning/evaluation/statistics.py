@@ -267,7 +267,7 @@ def seeds_for_power(
             needed[name] = None
             continue
         error = float(differences.std(ddof=1)) / math.sqrt(len(shared))
-        if abs(float(differences.mean())) / error <= stats.t.ppf(1 - ALPHA / (2 * (len(names) - 1)), len(shared) - 1):
+        if abs(float(differences.mean())) / error <= stats.t.ppf(1 - alpha / (2 * (len(names) - 1)), len(shared) - 1):
             needed[name] = None
             continue
         index = names.index(name)
