@@ -6,6 +6,9 @@ Lightning's launcher starts the other ranks by running this same command again. 
 what to do to one rank (a NaN batch, a SIGUSR1 mid-step); each rank writes what it saw to ``OUT/rank<r>.pt``:
 its random state when training started and when the first batch arrived, the steps at which it ran the requeue
 handler, and its final weights.
+
+With ``"variants": [...]`` in CONFIG it fits each variant in turn instead (2 epochs each, the same process group:
+the launcher starts the other rank once), and each rank writes every variant's global step and final weights.
 """
 
 from __future__ import annotations
@@ -47,8 +50,45 @@ class Probe(pl.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)  # mid-step, on this rank only
 
 
+def every_variant(config: dict) -> None:
+    out = Path(config["out"])
+    finished = {}
+    for index, variant in enumerate(config["variants"]):
+        pl.seed_everything(index, verbose=False)
+        datamodule = ImageDataModule(
+            name="mnist", root=config["data_root"], download=False, val_size=100, batch_size=25,
+            **variant.get("data", {}),
+        )  # fmt: skip
+        model = VARIANTS[variant["model"]](input_shape=datamodule.image_shape, **variant.get("args", {}))
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp",
+            max_epochs=2,
+            # no validation: its forward pass would broadcast rank 0's buffers (DDP's broadcast_buffers) and hide a
+            # replica that drifted in the last training step
+            limit_val_batches=0,
+            default_root_dir=str(out / variant.get("name", variant["model"])),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, datamodule=datamodule)
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        finished[variant.get("name", variant["model"])] = {
+            "global_step": trainer.global_step,  # optimizer steps: two a batch for the adversarial AE
+            "optimizers": len(trainer.optimizers),
+            "state_dict": state,
+        }
+    torch.save(finished, out / f"rank{trainer.global_rank}.pt")
+
+
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
+    if "variants" in config:
+        every_variant(config)
+        return
     out = Path(config["out"])
     pl.seed_everything(0, verbose=False)
     noise = {"kind": "gaussian", "level": 0.3} if config["model"] == "DenoisingAutoencoder" else None
