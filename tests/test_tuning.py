@@ -83,18 +83,21 @@ def tuned(tmp_path_factory):
     for name, content in originals.items():
         (raw / name).write_bytes(content)
     trials_after_tuning = {v: [t.number for t in study_trials(out, v)] for v in ("AE", "CAE")}
-    full = cli("tune", str(suite), "--out", str(out), cwd=tmp_path, timeout=900)
+    # two at a time: the final runs (the study is complete, so no worker process is started for trials)
+    full = cli("tune", str(suite), "--out", str(out), "--parallel", "2", cwd=tmp_path, timeout=900)
     return out, tune_only, full, trials_after_tuning
 
 
 def test_tuning_never_reads_the_test_split(tuned):
-    out, tune_only, _, trials_after_tuning = tuned
+    out, tune_only, full, trials_after_tuning = tuned
     assert tune_only.returncode == 0, tune_only.stdout[-2000:] + tune_only.stderr[-2000:]
     for variant in ("AE", "CAE"):
         trials = study_trials(out, variant)
         assert [t.number for t in trials] == trials_after_tuning[variant]  # the re-run added no trial
         assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         assert 4 < sum(t.user_attrs["epochs_trained"] for t in trials) <= 6  # the budget: 6 epochs
+    # … and started no --parallel worker to find that out (each would print its own "tuning suite" line)
+    assert full.stdout.count("tuning suite ") == 1 and "no new trial" in full.stdout, full.stdout[-2000:]
 
 
 def test_tuned_suite_trains_each_variant_at_its_best_and_reports(tuned):

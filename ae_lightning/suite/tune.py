@@ -312,6 +312,20 @@ def tune_variant(
         print(f"{variant['name']} trial {trial.number}: {metric} {value:.5g}", flush=True)
 
 
+def budget_left(suite: dict[str, Any], tuning: dict, out: Path) -> bool:
+    """Whether some variant's study still has room for a trial (as ``tune_variant`` counts it): a re-run of a
+    finished study with ``--parallel N`` starts no worker processes only to find nothing to do."""
+    stale_after_s = tuning["stale_after_minutes"] * 60
+    for variant in suite["variants"]:
+        if not tuning["spaces"][variant["name"]]:
+            continue
+        trials = open_study(out, variant["name"], tuning, 0).get_trials(deepcopy=False)
+        used = sum(epochs_used(t, tuning["epochs"]) for t in trials if counts(t, stale_after_s))
+        if used + tuning["epochs"] <= tuning["budget_epochs"]:
+            return True
+    return False
+
+
 def wait_until_finished(suite: dict[str, Any], tuning: dict, out: Path) -> None:
     """Wait for trials other processes are still running (their results decide the best configuration)."""
     stale_after_s = tuning["stale_after_minutes"] * 60
@@ -464,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:  # no trials: summarise the study and write the report from finished runs
         pass
     elif args.worker_index is None and len(slots.envs) > 1:
-        spawn_workers(argv, slots)
+        if budget_left(suite, tuning, out):
+            spawn_workers(argv, slots)
+        else:
+            print("every study has used its budget: no new trial", flush=True)
     else:
         for variant in suite["variants"]:
             tune_variant(suite, suite_id, variant, tuning, out, worker_index)
