@@ -350,6 +350,9 @@ def run(run_dir: Path) -> dict[str, Any]:
         "trained_on": str(trained_on),
         "evaluated_on": str(device),
         "world_size": trainer.world_size,
+        # CPU results are bitwise only at the same thread count (the order of a sum's terms); --parallel N gave
+        # each run cores / N threads: a refit sets OMP_NUM_THREADS to this
+        "cpu_threads": torch.get_num_threads(),
         "metrics": metrics,
     }
 
