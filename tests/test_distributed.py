@@ -59,6 +59,7 @@ def val_mse(root: Path) -> float:
         return [float(r["val/mse"]) for r in csv.DictReader(f) if r.get("val/mse")][-1]
 
 
+@pytest.mark.slow  # two fit processes, one of them DDP (15 s); the fast loop keeps a DDP step (test_cli's ddp_cpu)
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root, tmp_path):
     single = cli(*fit(data_root, tmp_path / "one", "--data.batch_size", "50", "--trainer.devices", "1"), cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -89,7 +90,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root
     assert len(list((tmp_path / "ddp").glob("lightning_logs/version_*"))) == 1
 
 
-@pytest.mark.slow  # gloo processes by nature (7 s): the fast loop keeps the two-process-equals-one test
+@pytest.mark.slow  # gloo processes by nature (7 s)
 def test_torchrun_launches_lightning_ddp(data_root, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -162,7 +163,7 @@ def test_vqvae_ranks_keep_one_codebook_through_updates_and_restarts(data_root, t
     assert ranks[0]["global_step"] == 10
 
 
-@pytest.mark.slow  # gloo processes by nature (9 s): the fast loop keeps the two-process-equals-one test
+@pytest.mark.slow  # gloo processes by nature (9 s)
 def test_a_nan_on_one_rank_makes_every_rank_skip(data_root, tmp_path):
     ranks = ddp_worker(tmp_path, "skip", data_root, model_args={"nonfinite": "skip"}, rank=1, nan_at_step=3, epochs=1)
     # Rank 1's NaN reached rank 0's gradients through the all-reduce: only if both skip do they stay equal and finite

@@ -160,10 +160,17 @@ def test_a_run_failing_on_a_setting_prints_its_message_not_a_traceback(tmp_path,
     assert "traceback" not in status
 
 
-def test_a_suite_and_a_fit_leave_no_warning_in_their_logs(tmp_path, data_root):
+def test_a_suite_and_a_fit_leave_no_warning_and_no_secret_in_their_outputs(tmp_path, data_root):
+    # With a W&B API key in the environment (W&B offline): it must never reach configs, logs, reports or W&B files.
+    secret = "abcdef0123456789abcdef0123456789abcdef01"
+    env = {**SHOW_WARNINGS, "WANDB_API_KEY": secret}
     suite = write_small_suite(tmp_path / "suite.yaml", data_root, "quiet", [AE], epochs=1, wandb_mode="offline")
-    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, env=SHOW_WARNINGS)
+    result = cli("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
     log = (tmp_path / "out" / "runs" / "AE" / "seed0" / "log.txt").read_text()
     assert "epoch 1/1" in log and "evaluation done in" in log
     for text in (log, result.stdout, result.stderr):
@@ -174,9 +181,12 @@ def test_a_suite_and_a_fit_leave_no_warning_in_their_logs(tmp_path, data_root):
     data = ["--data.name", "mnist", "--data.root", str(data_root), *SMALL_DATA]
     trainer = ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1"]
     trainer += ["--trainer.default_root_dir", str(tmp_path / "runs")]
-    fit = cli("fit", "--model", "Autoencoder", *data, *trainer, cwd=tmp_path, env=SHOW_WARNINGS)
+    fit = cli("fit", "--model", "Autoencoder", *data, *trainer, cwd=tmp_path, env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]
     output = fit.stdout + fit.stderr
+    assert secret not in output and not any(
+        secret.encode() in path.read_bytes() for path in (tmp_path / "runs").rglob("*") if path.is_file()
+    )
     assert re.search(r"^epoch 1/2  train/loss [\d.]+  val/loss [\d.]+  val/mse [\d.]+  \(", output, re.M), output
     assert "epoch 2/2" in output
     assert "Epoch 0:" not in output and "it/s" not in output  # Lightning's progress bar: only on a terminal
