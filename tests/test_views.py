@@ -43,3 +43,25 @@ def test_a_run_directory_gets_its_pngs(tmp_path):
     for path in [*vae.values(), *ae.values()]:
         with Image.open(path) as image:
             assert image.size[0] > 100 and image.size[1] > 30
+
+
+def test_a_grids_labels_sit_on_their_images():
+    """Row r, column c of the mosaic is image r × columns + c, and the tick labelled with their names is at its
+    centre (one image per cell, each a grey level of its own)."""
+    import matplotlib.pyplot as plt
+
+    from ae_lightning.evaluation.views import grid_figure
+
+    rows, columns = ["a", "b", "c"], ["t0", "t1", "t2", "t3"]
+    levels = torch.linspace(0.1, 0.9, 12)
+    images = levels.view(12, 1, 1, 1).expand(12, 1, 7, 5).clone()  # not square: rows and columns cannot swap
+    figure = grid_figure(images, columns, rows, "levels")
+    axis = figure.axes[0]
+    mosaic = axis.images[0].get_array()
+    assert [t.get_text() for t in axis.get_xticklabels()] == columns
+    assert [t.get_text() for t in axis.get_yticklabels()] == rows
+    for r, y in enumerate(axis.get_yticks()):
+        for c, x in enumerate(axis.get_xticks()):
+            pixel = mosaic[int(round(y)), int(round(x))]
+            assert abs(float(pixel[0]) - float(levels[r * len(columns) + c])) < 1e-6, (r, c)
+    plt.close(figure)

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from ae_lightning.variants import AutoencoderBase
 from ae_lightning.variants.base import HasPosterior
@@ -72,21 +73,20 @@ def codes_figure(codes: Tensor, labels: Tensor, title: str, class_names: list[st
 
 
 def grid_figure(images: Tensor, columns: list[str], rows: list[str], title: str) -> plt.Figure:
-    """Decoded images in a labelled grid (rows × columns), large enough to see."""
-    count = len(rows)
-    figure, axes = plt.subplots(count, len(columns), figsize=(0.9 * len(columns) + 1.2, 0.9 * count + 0.9))
-    axes = axes.reshape(count, len(columns))
-    pictures = images.clamp(0, 1).cpu().view(count, len(columns), *images.shape[1:])
-    for row in range(count):
-        for column in range(len(columns)):
-            axis = axes[row, column]
-            picture = pictures[row, column].permute(1, 2, 0).numpy()
-            axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(columns[column], fontsize=7)
-        axes[row, 0].set_ylabel(rows[row], rotation=0, ha="right", va="center", fontsize=7)
+    """Decoded images in a labelled grid (rows × columns), large enough to see: one mosaic in one axes, the column
+    names above it and the row names beside it (an axes per image took ~0.8 s a figure, in every run)."""
+    gap = 2  # white pixels between the images
+    count, width = len(rows), len(columns)
+    mosaic = make_grid(images.detach().clamp(0, 1).float().cpu(), nrow=width, padding=gap, pad_value=1.0)
+    height, breadth = images.shape[-2:]
+    figure, axis = plt.subplots(figsize=(0.9 * width + 1.2, 0.9 * count + 0.9))
+    axis.imshow(mosaic.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
+    axis.set_xticks([gap + c * (breadth + gap) + (breadth - 1) / 2 for c in range(width)], columns, fontsize=7)
+    axis.set_yticks([gap + r * (height + gap) + (height - 1) / 2 for r in range(count)], rows, fontsize=7)
+    axis.xaxis.tick_top()
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
