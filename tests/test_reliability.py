@@ -222,7 +222,7 @@ def test_non_finite_batches_can_be_skipped_and_counted(data_root, tmp_path):
 
 
 def test_truncated_and_foreign_checkpoints_are_one_clear_error(data_root, tmp_path):
-    run = cli(
+    run = cli_in_process(  # the fit that writes the checkpoints: in this process (what it prints is not tested)
         *fit_args(data_root, tmp_path / "run", "VariationalAutoencoder", "--trainer.max_epochs", "1"), cwd=tmp_path
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -263,7 +263,7 @@ def test_truncated_and_foreign_checkpoints_are_one_clear_error(data_root, tmp_pa
 
 
 def test_checkpoints_load_with_weights_only(data_root, tmp_path):
-    run = cli(
+    run = cli_in_process(  # in this process: what is tested is the files it writes
         *fit_args(
             data_root,
             tmp_path / "run",
@@ -276,7 +276,9 @@ def test_checkpoints_load_with_weights_only(data_root, tmp_path):
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+    checkpoints = list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert len(checkpoints) >= 2, checkpoints  # last.ckpt and the best epoch's
+    for path in checkpoints:
         checkpoint = torch.load(path, weights_only=True)  # plain data only: no pickled classes
         assert checkpoint["ae_lightning"]["variant"] == "DenoisingAutoencoder"
 
@@ -391,7 +393,8 @@ def test_processes_writing_one_file_at_once_never_fail(tmp_path):
     import multiprocessing
 
     path = tmp_path / "suite.json"
-    context = multiprocessing.get_context("spawn")
+    # forked: the workers only write files, and a spawned one would first import torch and Lightning (~6 s)
+    context = multiprocessing.get_context("fork")
     start = context.Barrier(2)
     workers = [context.Process(target=_write_many, args=(str(path), tag, start)) for tag in (0, 1)]
     for worker in workers:
