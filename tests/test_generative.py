@@ -37,7 +37,8 @@ def test_fd_domain_is_near_zero_for_real_images_and_large_for_noise(data, cache)
     test_x, train_x = test.images.float() / 255, train.images[:200].float() / 255
     same_domain = frechet_distance(test_x, train_x, classifier)
     noise = frechet_distance(test_x, torch.rand(200, 1, 28, 28), classifier)
-    assert same_domain < noise / 20, (same_domain, noise)
+    # two samples of one domain are apart, by far less than noise is (measured 18 against 15 925)
+    assert 0 < same_domain < noise / 20, (same_domain, noise)
     assert frechet_distance(test_x, test_x, classifier) == pytest.approx(0.0, abs=1e-2)
 
 
