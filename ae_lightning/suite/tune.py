@@ -161,6 +161,11 @@ def epochs_used(trial: optuna.trial.FrozenTrial, epochs: int) -> int:
     return int(trial.user_attrs.get("epochs_trained", 0))
 
 
+def epochs_spent(study: optuna.Study, epochs: int, stale_after_s: float) -> int:
+    """Epochs the counted trials of a study have taken from its budget."""
+    return sum(epochs_used(t, epochs) for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
+
+
 def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     """Whether a trial uses the budget: finished (complete, pruned, or failed while training) or running live.
     Trials over the budget, abandoned by a dead process, or stopped by a configuration error do not."""
@@ -274,8 +279,7 @@ def tune_variant(
     budget, epochs = tuning["budget_epochs"], tuning["epochs"]
     while True:
         reclaim_stale(study, stale_after_s)
-        used = sum(epochs_used(t, epochs) for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
-        if used + epochs > budget:
+        if epochs_spent(study, epochs, stale_after_s) + epochs > budget:
             return  # a full trial no longer fits
         trial = study.ask(space)
         trial.set_user_attr("worker", worker_name())
@@ -319,9 +323,8 @@ def budget_left(suite: dict[str, Any], tuning: dict, out: Path) -> bool:
     for variant in suite["variants"]:
         if not tuning["spaces"][variant["name"]]:
             continue
-        trials = open_study(out, variant["name"], tuning, 0).get_trials(deepcopy=False)
-        used = sum(epochs_used(t, tuning["epochs"]) for t in trials if counts(t, stale_after_s))
-        if used + tuning["epochs"] <= tuning["budget_epochs"]:
+        spent = epochs_spent(open_study(out, variant["name"], tuning, 0), tuning["epochs"], stale_after_s)
+        if spent + tuning["epochs"] <= tuning["budget_epochs"]:
             return True
     return False
 
