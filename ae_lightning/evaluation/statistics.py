@@ -28,14 +28,22 @@ MAX_SEEDS = 100  # seeds needed are simulated up to this; beyond, the report say
 SIMULATIONS = 2000  # simulated suites per seed count when seeds needed are estimated (Monte Carlo s.e. ≤ 0.011)
 
 
+@functools.lru_cache(maxsize=4096)
+def t_quantile(probability: float, dof: int) -> float:
+    """Student's t quantile, cached: the simulations behind the report's statements ask for the same few thousands
+    of times (scipy's ``ppf`` is most of their time)."""
+    return float(stats.t.ppf(probability, dof))
+
+
 def summarize(values: list[float]) -> dict[str, float | int | None]:
     """``{mean, std, ci_low, ci_high, n}`` of one variant's per-seed scores (``ci_*`` None for one seed)."""
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
         return {"mean": mean, "std": 0.0, "ci_low": None, "ci_high": None, "n": n}
-    std = statistics.stdev(values)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
+    # statistics.stdev's value without its exact fractions, which were most of the simulations' time
+    std = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
+    half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
@@ -53,7 +61,7 @@ def clearly_above(
         n = summary["n"]
         if n < 2:
             continue
-        bound = summary["mean"] - stats.t.ppf(1 - ALPHA / count, n - 1) * summary["std"] / math.sqrt(n)
+        bound = summary["mean"] - t_quantile(1 - ALPHA / count, n - 1) * summary["std"] / math.sqrt(n)
         if bound > value + margin:
             shown.append(variant)
     return shown
@@ -86,10 +94,9 @@ class Comparison:
 METHOD = "paired t against the best, each pair on its own spread, Bonferroni over every ordered pair of variants"
 
 
-@functools.lru_cache(maxsize=4096)
 def pair_critical_value(variants: int, seeds: int, alpha: float = ALPHA) -> float:
     """The paired t a difference must exceed: one-sided at α / (k(k − 1)) on n − 1 degrees of freedom."""
-    return float(stats.t.ppf(1 - alpha / (variants * (variants - 1)), seeds - 1))
+    return t_quantile(1 - alpha / (variants * (variants - 1)), seeds - 1)
 
 
 def compare_with_best(
@@ -267,7 +274,7 @@ def seeds_for_power(
             needed[name] = None
             continue
         error = float(differences.std(ddof=1)) / math.sqrt(len(shared))
-        if abs(float(differences.mean())) / error <= stats.t.ppf(1 - alpha / (2 * (len(names) - 1)), len(shared) - 1):
+        if abs(float(differences.mean())) / error <= t_quantile(1 - alpha / (2 * (len(names) - 1)), len(shared) - 1):
             needed[name] = None
             continue
         index = names.index(name)
