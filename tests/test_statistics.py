@@ -327,21 +327,6 @@ def test_report_marks_intervals_significance_and_improvement(three_seeds):
     assert f"{dae['mean']:.4g} ± {half:.2g}" in report  # the cell is the mean ± the interval's half-width
 
 
-def test_one_seed_report_says_it_cannot_separate_variants(tmp_path, data_root):
-    suite = write_small_suite(tmp_path / "s.yaml", data_root, "one", [{"model": "Autoencoder"}], 1, "disabled")
-    result = cli_in_process("compare", str(suite), "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "One seed: no intervals and no significance tests — a single seed cannot separate variants" in report
-    assert " ± " not in report
-    # the header gives the same probes on raw pixels, to read the codes' probe accuracies against
-    baseline = json.loads((tmp_path / "out" / "pixel_baseline.json").read_text())
-    assert set(baseline) == {"probe/accuracy", "probe/l2", "probe/knn_accuracy"}
-    header = "Probes on raw pixels, for comparison with the codes' (same probes, same images): linear"
-    assert f"{header} {baseline['probe/accuracy']:.4g}" in report
-    assert json.loads((tmp_path / "out" / "aggregate.json").read_text())["Autoencoder"]["test/mse"]["ci_low"] is None
-
-
 def test_report_states_the_likelihood_protocol_next_to_the_nats():
     from ae_lightning.evaluation.report import likelihood_protocol
 
