@@ -9,6 +9,7 @@ import sys
 from jsonargparse import ArgumentError
 
 from ae_lightning.errors import USER_ERRORS, ConfigError, find_user_error
+from ae_lightning.startup import collector_paused_for_imports
 
 # Every subcommand, for `ae-lightning --help`: LightningCLI's (one run), the suite runner and the tuner.
 SUBCOMMANDS = {
@@ -68,25 +69,23 @@ def main(argv: list[str] | None = None) -> None:
         print(top_level_help())
         sys.exit(0 if args else 2)
     try:
-        if args[:1] == ["compare"]:
-            from ae_lightning.suite.compare import main as compare_main
-
-            sys.exit(compare_main(args[1:]))
-        if args[:1] == ["score"]:
-            from ae_lightning.scoring import main as score_main
-
-            sys.exit(score_main(args[1:]))
-        if args[:1] == ["export"]:
-            from ae_lightning.export import main as export_main
-
-            sys.exit(export_main(args[1:]))
-        if args[:1] == ["tune"]:
-            from ae_lightning.suite.tune import main as tune_main
-
-            sys.exit(tune_main(args[1:]))
-        check_model_argument(args)
-        from ae_lightning.lightning_cli import run_cli  # here: --help and compare need none of Lightning's CLI
-
+        # the command's imports (torch, Lightning) with the collector paused, ~1 s sooner (ae_lightning/startup.py);
+        # the command itself runs with it on
+        with collector_paused_for_imports():
+            if args[:1] == ["compare"]:
+                from ae_lightning.suite.compare import main as command
+            elif args[:1] == ["score"]:
+                from ae_lightning.scoring import main as command
+            elif args[:1] == ["export"]:
+                from ae_lightning.export import main as command
+            elif args[:1] == ["tune"]:
+                from ae_lightning.suite.tune import main as command
+            else:
+                command = None
+                check_model_argument(args)
+                from ae_lightning.lightning_cli import run_cli  # here: --help and compare need none of Lightning's CLI
+        if command is not None:
+            sys.exit(command(args[1:]))
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns on every command)
     except ArgumentError as err:
         print(f"ae-lightning: error: {short_parse_error(err)}", file=sys.stderr)

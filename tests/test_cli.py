@@ -339,6 +339,37 @@ def test_help_lists_every_subcommand(tmp_path):
     assert result.returncode == 0 and "--images" in result.stdout and "--scores" in result.stdout
 
 
+def test_a_process_imports_with_the_collector_paused_then_frozen(tmp_path):
+    """ae_lightning/startup.py: ~2 s of each suite run's start-up (benchmarks/startup.py)."""
+    import gc
+
+    from ae_lightning.startup import collector_paused_for_imports
+
+    before = gc.get_freeze_count()
+    with collector_paused_for_imports():
+        assert not gc.isenabled()
+        made = [[] for _ in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)  # kept out of later collections
+    gc.disable()
+    try:
+        with collector_paused_for_imports():
+            pass
+        assert not gc.isenabled()  # a collector that was off stays off
+    finally:
+        gc.enable()
+    # a suite run's process: its module's imports (torch, Lightning) frozen, the collector on for its work
+    probe = "import gc, ae_lightning.suite.run\nprint(gc.isenabled(), gc.get_freeze_count())"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    enabled, frozen = loaded.stdout.split()
+    assert enabled == "True" and int(frozen) > 100_000, loaded.stdout + loaded.stderr
+    # an ae-lightning command: its imports too (here already imported, so only the command's own pause freezes)
+    import ae_lightning.suite.compare  # noqa: F401
+
+    before = gc.get_freeze_count()
+    assert cli_in_process("compare", "--help", cwd=tmp_path).returncode == 0
+    assert gc.get_freeze_count() > before and gc.isenabled()
+
+
 def test_every_epoch_logs_its_training_loss_unless_the_user_set_the_interval(data_root, tmp_path):
     """500 training images in batches of 50: 10 steps an epoch, below Lightning's default interval of 50."""
     base = ["fit", "--model", "Autoencoder", "--data.root", str(data_root), *SMALL_DATA, "--trainer.max_epochs", "2"]
