@@ -1,4 +1,6 @@
-"""Slow: each variant, one epoch of the real Fashion-MNIST (Debian's dataset-fashion-mnist files), through the CLI."""
+"""Slow: each variant, one epoch of the real Fashion-MNIST (Debian's dataset-fashion-mnist files), through the CLI
+(its ``main`` in the test process: the entry point's own process is tested in the fast set, and one per variant here
+cost ~5 s each of importing torch and Lightning)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 
 from ae_lightning import VARIANTS, ImageDataModule
 
-from test_cli import cli
+from test_cli import cli, cli_in_process
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [
@@ -43,7 +45,7 @@ def test_one_epoch_of_real_fashion_mnist(name, fashion_root, tmp_path):
     if name == "DenoisingAutoencoder":
         (tmp_path / "noise.yaml").write_text("data: {noise: {kind: gaussian, level: 0.3}}\n")
         noise = ["--config", str(tmp_path / "noise.yaml")]
-    result = cli(
+    result = cli_in_process(
         "fit",
         "--model",
         name,
@@ -57,7 +59,6 @@ def test_one_epoch_of_real_fashion_mnist(name, fashion_root, tmp_path):
         "--trainer.enable_progress_bar",
         "false",
         cwd=tmp_path,
-        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "runs" / "lightning_logs" / "version_0" / "metrics.csv") as f:
