@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         print(top_level_help())
         sys.exit(0 if args else 2)
     try:
-        # the command's imports (torch, Lightning) with the collector paused, ~1 s sooner (ae_lightning/startup.py);
-        # the command itself runs with it on
+        # the command's imports (torch, Lightning) with the collector paused (ae_lightning/startup.py); the command
+        # itself runs with it on
         with collector_paused_for_imports():
             if args[:1] == ["compare"]:
                 from ae_lightning.suite.compare import main as command
@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
                 from ae_lightning.suite.tune import main as command
             else:
                 command = None
-                check_model_argument(args)
                 from ae_lightning.lightning_cli import run_cli  # here: --help and compare need none of Lightning's CLI
         if command is not None:
             sys.exit(command(args[1:]))
+        check_model_argument(args)
         run_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns on every command)
     except ArgumentError as err:
         print(f"ae-lightning: error: {short_parse_error(err)}", file=sys.stderr)

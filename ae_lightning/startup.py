@@ -1,29 +1,35 @@
-"""A process's start-up: importing torch, torchvision and Lightning creates about a million objects that live as long
-as the process, and Python's cyclic garbage collector walks them again and again — hundreds of times while they load,
-then in every full collection while the process trains, evaluates and exits — without freeing any of them.
+"""A process's start-up: importing torch, torchvision and Lightning leaves ~470 000 objects that live as long as the
+process, and Python's cyclic garbage collector walks them again and again — about 1 100 times while they load, then
+in every full collection while the process trains, evaluates and exits — without freeing any of them.
 
-:func:`collector_paused_for_imports` pauses the collector for those imports and then freezes what they created
-(``gc.freeze``: kept out of all later collections). Each run of a suite (``python -m ae_lightning.suite.run``) and
-each ``ae-lightning`` command uses it; a one-epoch suite run took 6.2–6.7 s instead of 8.2–9.1 s, measured 2026-12-06
-on 2 cores (``benchmarks/startup.py``). Nothing is freed later that would have been freed before: the frozen objects
-are modules, classes and functions, reachable until the process ends.
+:func:`collector_paused_for_imports` pauses the collector for those imports; where they are the process's start-up
+it then frees what they left as garbage (one full collection) and freezes what is alive (``gc.freeze``: kept out of
+all later collections). Each run of a suite (``python -m ae_lightning.suite.run``) and each ``ae-lightning`` command
+uses it: a 3-epoch suite run's process took ~1.5 s less (``benchmarks/startup.py``; figures in its README).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import Iterator
 
 
 @contextlib.contextmanager
 def collector_paused_for_imports() -> Iterator[None]:
-    """Pause the cyclic collector for the imports in the block, then freeze every object alive and resume it."""
+    """Pause the cyclic collector for the imports in the block. If the block is where this process first imports
+    torch (its start-up), collect once and then freeze every object alive. Anywhere else — a notebook or a test
+    process calling a command's ``main``, a module imported after torch — nothing is frozen: objects alive there may
+    become garbage later, and frozen garbage is never freed."""
+    starting_up = "torch" not in sys.modules
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if starting_up:
+            gc.collect()  # what the imports left as garbage: freed, not frozen
+            gc.freeze()
         if enabled:
             gc.enable()

@@ -31,6 +31,11 @@ def test_summary_has_the_student_t_interval():
     assert summary["ci_low"] == pytest.approx(2 - 4.3027 / math.sqrt(3), abs=1e-4)
     assert summary["ci_high"] == pytest.approx(2 + 4.3027 / math.sqrt(3), abs=1e-4)
     assert summarize([5.0]) == {"mean": 5.0, "std": 0.0, "ci_low": None, "ci_high": None, "n": 1}
+    # as statistics.stdev: exactly 0 for equal values (the mean of [0.1] * 3 is 0.10000000000000002), and the same
+    # value otherwise
+    assert summarize([0.1] * 3)["std"] == 0.0
+    values = [0.81, 0.8234, 0.7991, 0.8312]
+    assert summarize(values)["std"] == pytest.approx(statistics.stdev(values), rel=1e-14)
 
 
 def test_pair_critical_value_is_bonferroni_over_every_ordered_pair():

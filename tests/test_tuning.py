@@ -22,7 +22,7 @@ from ae_lightning.suite.config import load_suite
 from ae_lightning.suite.search import apply_params, load_tuning
 
 from datasets import IDX_FILES, write_mnist_like
-from test_cli import cli, cli_in_process
+from test_cli import cli
 from test_compare import suite_file
 from wandb_records import read_run
 
@@ -237,9 +237,7 @@ def test_an_objective_the_runs_do_not_log_stops_tuning_with_the_logged_names(tmp
     data_root = tmp_path / "data"
     write_mnist_like(data_root / "MNIST" / "raw", n_train=300)
     suite = tuning_suite(tmp_path, data_root, objective={"metric": "val/mse_typo"})
-    # in this process, W&B off (the trial would start its service here): 5 s less than a process of its own
-    out = ("--out", str(tmp_path / "out"))
-    result = cli_in_process("tune", str(suite), *out, "--only", "AE", "--wandb", "disabled", cwd=tmp_path)
+    result = cli("tune", str(suite), "--out", str(tmp_path / "out"), "--only", "AE", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "tuning.objective.metric='val/mse_typo' is not logged by Autoencoder; it logs: [" in result.stderr
     assert "'val/mse'" in result.stderr

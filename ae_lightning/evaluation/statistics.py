@@ -30,8 +30,8 @@ SIMULATIONS = 2000  # simulated suites per seed count when seeds needed are esti
 
 @functools.lru_cache(maxsize=4096)
 def t_quantile(probability: float, dof: int) -> float:
-    """Student's t quantile, cached: the simulations behind the report's statements ask for the same few thousands
-    of times (scipy's ``ppf`` is most of their time)."""
+    """Student's t quantile, cached: the simulations behind the report's statements ask for the same few quantiles
+    thousands of times (scipy's ``ppf`` was most of their time)."""
     return float(stats.t.ppf(probability, dof))
 
 
@@ -41,8 +41,12 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
     mean = statistics.fmean(values)
     if n < 2:
         return {"mean": mean, "std": 0.0, "ci_low": None, "ci_high": None, "n": n}
-    # statistics.stdev's value without its exact fractions, which were most of the simulations' time
-    std = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
+    # statistics.stdev's value (to ~1e-16) without its exact fractions, which were most of the simulations' time;
+    # equal values: exactly 0, as stdev gives (fmean need not return the value itself, e.g. for [0.1] * 3)
+    if min(values) == max(values):
+        std = 0.0
+    else:
+        std = math.sqrt(math.fsum((value - mean) * (value - mean) for value in values) / (n - 1))
     half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 

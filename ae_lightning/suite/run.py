@@ -28,7 +28,7 @@ from typing import Any
 
 from ae_lightning.startup import collector_paused_for_imports
 
-# this process's ~5 s of importing torch and Lightning, ~2 s less in all (see ae_lightning/startup.py)
+# this process's start-up: torch and Lightning imported with the collector paused (ae_lightning/startup.py)
 with collector_paused_for_imports():
     import torch
     import yaml
