@@ -5,7 +5,7 @@ in every full collection while the process trains, evaluates and exits — witho
 :func:`collector_paused_for_imports` pauses the collector for those imports; where they are the process's start-up
 it then frees what they left as garbage (one full collection) and freezes what is alive (``gc.freeze``: kept out of
 all later collections). Each run of a suite (``python -m ae_lightning.suite.run``) and each ``ae-lightning`` command
-uses it: a 3-epoch suite run's process took ~1.5 s less (``benchmarks/startup.py``; figures in its README).
+uses it: a 3-epoch suite run's process took 2–3 s less (``benchmarks/startup.py``; figures in its README).
 """
 
 from __future__ import annotations
