@@ -1,6 +1,6 @@
 """A process's start-up: importing torch, torchvision and Lightning leaves ~470 000 objects that live as long as the
-process, and Python's cyclic garbage collector walks them again and again — about 1 100 times while they load, then
-in every full collection while the process trains, evaluates and exits — without freeing any of them.
+process; Python's cyclic garbage collector runs about 1 100 collections while they load, and every full collection
+afterwards (while the process trains, evaluates and exits) walks them all, without freeing any of them.
 
 :func:`collector_paused_for_imports` pauses the collector for those imports; where they are the process's start-up
 it then frees what they left as garbage (one full collection) and freezes what is alive (``gc.freeze``: kept out of
