@@ -305,3 +305,23 @@ def test_tune_takes_a_reduced_budget_on_the_command_line_and_compare_does_not():
     }
     with pytest.raises(ConfigError, match="unrecognized argument '--tuning.epochs'; compare takes its own options"):
         parse_dotted(["--tuning.epochs", "2"], "compare")
+
+
+def test_a_worker_killed_by_a_signal_fails_the_command(monkeypatch):
+    """--parallel N: a worker that died by a signal (exit -9) made the command exit max(0, -9) = 0."""
+    from ae_lightning.suite import tune
+    from ae_lightning.suite.launch import Slots
+
+    codes = iter([0, -9])
+
+    class Worker:
+        def __init__(self, command, env):
+            self.code = next(codes)
+
+        def wait(self) -> int:
+            return self.code
+
+    monkeypatch.setattr(tune.subprocess, "Popen", Worker)
+    with pytest.raises(SystemExit) as stop:
+        tune.spawn_workers(["suite.yaml"], Slots([], False, 2, 1, 2))
+    assert stop.value.code == 128 + 9

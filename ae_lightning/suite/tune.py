@@ -439,9 +439,9 @@ def spawn_workers(argv: list[str], slots: Slots) -> None:
         env = {**os.environ, **slots.env(slot, {}), "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "ae_lightning", "tune", *argv, "--tune-only", "--worker-index", str(slot)]
         processes.append(subprocess.Popen(command, env=env))
-    codes = [p.wait() for p in processes]
-    if any(codes):
-        raise SystemExit(max(codes))
+    failed = [code for code in (p.wait() for p in processes) if code]
+    if failed:  # a worker killed by signal N returns -N: exit as a shell says it (128 + N), never 0
+        raise SystemExit(failed[0] if failed[0] > 0 else 128 - failed[0])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
