@@ -135,14 +135,27 @@ class OptunaPruning(pl.Callback):
             raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: {self.metric} {value:.4g}")
 
 
+UNCLAIMED_AFTER_S = 60.0  # a live process names itself on a trial at once after asking for it
+WAIT_POLL_S = 2.0  # how often a process waiting on an unclaimed trial reads the study again
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def is_unclaimed(trial: optuna.trial.FrozenTrial) -> bool:
+    """A running trial no process has named itself on (yet): one asks for a trial, then names itself."""
+    return trial.state == TrialState.RUNNING and "worker" not in trial.user_attrs
+
+
 def is_stale(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
-    """A running trial whose process is gone: dead on this host, or silent (no heartbeat, sent every minute while it
-    trains) for ``stale_after_s`` — a process on another host that was killed or preempted."""
-    host, _, pid = str(trial.user_attrs.get("worker", ":")).rpartition(":")
+    """A running trial whose process is gone: dead on this host, silent (no heartbeat, sent every minute while it
+    trains) for ``stale_after_s`` — a process on another host that was killed or preempted — or unclaimed for
+    ``UNCLAIMED_AFTER_S``: its process was killed between asking for it and naming itself."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0
+    if is_unclaimed(trial):
+        return time.time() - started > UNCLAIMED_AFTER_S
+    host, _, pid = str(trial.user_attrs["worker"]).rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
             os.kill(int(pid), 0)
@@ -150,7 +163,7 @@ def is_stale(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
             return True
         except PermissionError:
             pass
-    heartbeat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else 0)
+    heartbeat = trial.user_attrs.get("heartbeat", started)
     return time.time() - heartbeat > stale_after_s
 
 
@@ -161,11 +174,6 @@ def epochs_used(trial: optuna.trial.FrozenTrial, epochs: int) -> int:
     return int(trial.user_attrs.get("epochs_trained", 0))
 
 
-def epochs_spent(study: optuna.Study, epochs: int, stale_after_s: float) -> int:
-    """Epochs the counted trials of a study have taken from its budget."""
-    return sum(epochs_used(t, epochs) for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s))
-
-
 def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     """Whether a trial uses the budget: finished (complete, pruned, or failed while training) or running live.
     Trials over the budget, abandoned by a dead process, or stopped by a configuration error do not."""
@@ -174,6 +182,17 @@ def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     if trial.state == TrialState.FAIL:
         return bool(trial.user_attrs.get("failed_in_training"))
     return trial.state == TrialState.RUNNING and not is_stale(trial, stale_after_s)
+
+
+def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, stale_after_s: float) -> str:
+    """What a process does next on a study: ``"run"`` a trial where its full ``epochs`` fit after the counted trials
+    (running ones reserve all their epochs), else ``"done"`` — a process running a trial comes back to the study when
+    it ends, and uses any epochs a pruned trial gave back — unless a running trial is unclaimed: then ``"wait"``, as
+    its process may have died before naming itself, and no process would come back for it."""
+    counted = [t for t in trials if counts(t, stale_after_s)]
+    if sum(epochs_used(t, epochs) for t in counted) + epochs <= budget:
+        return "run"
+    return "wait" if any(is_unclaimed(t) for t in counted) else "done"
 
 
 def reclaim_stale(study: optuna.Study, stale_after_s: float) -> None:
@@ -277,10 +296,19 @@ def tune_variant(
     study = open_study(out, variant["name"], tuning, worker_index)
     stale_after_s = tuning["stale_after_minutes"] * 60
     budget, epochs = tuning["budget_epochs"], tuning["epochs"]
+    waiting = False
     while True:
         reclaim_stale(study, stale_after_s)
-        if epochs_spent(study, epochs, stale_after_s) + epochs > budget:
+        move = next_move(study.get_trials(deepcopy=False), epochs, budget, stale_after_s)
+        if move == "done":
             return  # a full trial no longer fits
+        if move == "wait":
+            if not waiting:
+                print(f"{variant['name']}: a trial no process has claimed; waiting up to a minute for it", flush=True)
+            waiting = True
+            time.sleep(WAIT_POLL_S)
+            continue
+        waiting = False
         trial = study.ask(space)
         trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("heartbeat", time.time())
@@ -323,8 +351,8 @@ def budget_left(suite: dict[str, Any], tuning: dict, out: Path) -> bool:
     for variant in suite["variants"]:
         if not tuning["spaces"][variant["name"]]:
             continue
-        spent = epochs_spent(open_study(out, variant["name"], tuning, 0), tuning["epochs"], stale_after_s)
-        if spent + tuning["epochs"] <= tuning["budget_epochs"]:
+        trials = open_study(out, variant["name"], tuning, 0).get_trials(deepcopy=False)
+        if next_move(trials, tuning["epochs"], tuning["budget_epochs"], stale_after_s) != "done":
             return True
     return False
 
