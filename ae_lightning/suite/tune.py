@@ -135,7 +135,7 @@ class OptunaPruning(pl.Callback):
             raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: {self.metric} {value:.4g}")
 
 
-UNCLAIMED_AFTER_S = 60.0  # a live process names itself on a trial at once after asking for it
+UNCLAIMED_AFTER_S = 60.0  # a live process names itself on a trial as soon as Optuna's ask (sampling too) returns
 WAIT_POLL_S = 2.0  # how often a process waiting on an unclaimed trial reads the study again
 
 
@@ -186,9 +186,11 @@ def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
 
 def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, stale_after_s: float) -> str:
     """What a process does next on a study: ``"run"`` a trial where its full ``epochs`` fit after the counted trials
-    (running ones reserve all their epochs), else ``"done"`` — a process running a trial comes back to the study when
-    it ends, and uses any epochs a pruned trial gave back — unless a running trial is unclaimed: then ``"wait"``, as
-    its process may have died before naming itself, and no process would come back for it."""
+    (running ones reserve all their epochs), else ``"done"``: the live process running a trial comes back to the
+    study when it ends and uses any epochs a pruned trial gave back (a dead one's trial is stale at once on this host;
+    from another host it counts until its heartbeat is ``stale_after_s`` old, and a re-run before then ends the study
+    a trial short). But where a running trial is unclaimed, ``"wait"``: its process may have died before naming
+    itself, and it is stale within ``UNCLAIMED_AFTER_S``."""
     counted = [t for t in trials if counts(t, stale_after_s)]
     if sum(epochs_used(t, epochs) for t in counted) + epochs <= budget:
         return "run"
@@ -196,15 +198,17 @@ def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, 
 
 
 def reclaim_stale(study: optuna.Study, stale_after_s: float) -> None:
-    """Close the trials of processes that died and queue their parameters to run again."""
+    """Queue the parameters of trials whose processes died to run again, then close those trials. Queued first: a
+    process reading the study in between finds them waiting, not a free slot that a new trial would take. Two
+    processes reclaiming one trial at once queue it twice; only the first copy runs (``tune_variant``)."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_stale(trial, stale_after_s):
+            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number}, skip_if_exists=False)
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
             except (RuntimeError, ValueError):  # another process closed it first
                 continue
             print(f"  trial {trial.number} was left running by a process that died; it runs again", flush=True)
-            study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
 def open_study(out: Path, variant: str, tuning: dict[str, Any], worker_index: int) -> optuna.Study:
@@ -296,22 +300,31 @@ def tune_variant(
     study = open_study(out, variant["name"], tuning, worker_index)
     stale_after_s = tuning["stale_after_minutes"] * 60
     budget, epochs = tuning["budget_epochs"], tuning["epochs"]
-    waiting = False
+    polls_waited = 0
     while True:
         reclaim_stale(study, stale_after_s)
         move = next_move(study.get_trials(deepcopy=False), epochs, budget, stale_after_s)
         if move == "done":
             return  # a full trial no longer fits
         if move == "wait":
-            if not waiting:
+            polls_waited += 1
+            if polls_waited == 2:  # not for a live process's trial in the instant between asking and naming itself
                 print(f"{variant['name']}: a trial no process has claimed; waiting up to a minute for it", flush=True)
-            waiting = True
             time.sleep(WAIT_POLL_S)
             continue
-        waiting = False
+        polls_waited = 0
         trial = study.ask(space)
-        trial.set_user_attr("worker", worker_name())
+        try:
+            trial.set_user_attr("worker", worker_name())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # closed as unclaimed by another process before this one named itself; its parameters re-queued
         trial.set_user_attr("heartbeat", time.time())
+        rerun_of = trial.user_attrs.get("rerun_of")
+        if rerun_of is not None:
+            copies = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("rerun_of") == rerun_of]
+            if min(copies) < trial.number:
+                study.tell(trial, state=TrialState.FAIL)  # a second copy of a reclaimed trial: the first one runs it
+                continue
         # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
         # trial that does not fit after those before it (another process took the last epochs) does not run.
         before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
