@@ -365,6 +365,14 @@ def stand_in_trials(monkeypatch, seed: int) -> None:
     monkeypatch.setattr(tune, "run_trial", stand_in)
 
 
+def stand_in_study(tmp_path: Path, monkeypatch, seed: int, budget_epochs: int) -> tuple[dict, dict]:
+    """The test suite and its tuning at ``budget_epochs`` in trials of 3, random search, trials stood in for."""
+    path = tuning_suite(tmp_path, tmp_path / "data", budget_epochs=budget_epochs, epochs=3, sampler="random")
+    suite = load_suite(path, parse_args([str(path)]))
+    stand_in_trials(monkeypatch, seed)
+    return suite, load_tuning(suite, path)
+
+
 def test_processes_sharing_a_study_end_within_one_trial_of_the_budget(tmp_path, monkeypatch, capsys):
     """Two workers on one journal (threads), on 6 studies, in two of which a process was killed between asking for
     a trial and naming itself on it: every study ends with its epochs in (budget − one trial, budget], and such a
@@ -374,10 +382,7 @@ def test_processes_sharing_a_study_end_within_one_trial_of_the_budget(tmp_path, 
 
     from ae_lightning.suite import tune
 
-    path = tuning_suite(tmp_path, tmp_path / "data", budget_epochs=36, epochs=3, sampler="random")
-    suite = load_suite(path, parse_args([str(path)]))
-    tuning = load_tuning(suite, path)
-    stand_in_trials(monkeypatch, 0)
+    suite, tuning = stand_in_study(tmp_path, monkeypatch, seed=0, budget_epochs=36)
     monkeypatch.setattr(tune, "UNCLAIMED_AFTER_S", 2.0)  # a study's trials take ~0.2 s: they end well before it
     monkeypatch.setattr(tune, "WAIT_POLL_S", 0.05)
     totals = []
@@ -400,7 +405,7 @@ def test_processes_sharing_a_study_end_within_one_trial_of_the_budget(tmp_path, 
         totals.append(sum(t.user_attrs["epochs_trained"] for t in counted))
         waited = "a trial no process has claimed; waiting" in capsys.readouterr().out
         if abandoned is not None:
-            assert waited  # it was young when room ran out (the other worker's trials wait only for an instant)
+            assert waited  # room ran out while it was young (a live worker's trial is unclaimed only for an instant)
             assert trials[abandoned.number].state == TrialState.FAIL and not tune.counts(trials[abandoned.number], 1800)
             assert [t.params for t in counted].count(abandoned.params) == 1
     assert all(33 < total <= 36 for total in totals), totals
@@ -410,10 +415,7 @@ def test_a_trial_reclaimed_by_two_processes_at_once_runs_once(tmp_path, monkeypa
     """Both queued the dead trial's parameters before one closed it: the first copy runs, the second is not counted."""
     from ae_lightning.suite import tune
 
-    path = tuning_suite(tmp_path, tmp_path / "data", budget_epochs=9, epochs=3, sampler="random")
-    suite = load_suite(path, parse_args([str(path)]))
-    tuning = load_tuning(suite, path)
-    stand_in_trials(monkeypatch, 1)
+    suite, tuning = stand_in_study(tmp_path, monkeypatch, seed=1, budget_epochs=9)
     study = tune.open_study(tmp_path / "out", "AE", tuning, 9)
     dead = study.ask(tuning["spaces"]["AE"])
     for _ in range(2):
@@ -427,15 +429,56 @@ def test_a_trial_reclaimed_by_two_processes_at_once_runs_once(tmp_path, monkeypa
     assert 6 < sum(t.user_attrs["epochs_trained"] for t in counted) <= 9
 
 
+def test_a_reclaimed_trials_parameters_are_queued_before_it_is_closed(tmp_path, monkeypatch):
+    """Another process asking in the instant between the two steps gets the dead trial's parameters, not new ones
+    that would take the freed slot (closed first, the dead trial's parameters could be left queued past the budget)."""
+    import socket
+
+    from ae_lightning.suite import tune
+
+    _, tuning = stand_in_study(tmp_path, monkeypatch, seed=4, budget_epochs=9)
+    study = tune.open_study(tmp_path / "out", "AE", tuning, 0)
+    other = tune.open_study(tmp_path / "out", "AE", tuning, 1)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = study.ask(tuning["spaces"]["AE"])
+    dead.set_user_attr("worker", f"{socket.gethostname()}:{int(dead_pid.stdout)}")
+    asked_meanwhile = []
+    tell = study.tell
+
+    def tell_after_another_asks(*args, **kwargs):
+        asked_meanwhile.append(other.ask(tuning["spaces"]["AE"]).params)
+        return tell(*args, **kwargs)
+
+    monkeypatch.setattr(study, "tell", tell_after_another_asks)
+    tune.reclaim_stale(study, 1800)
+    assert asked_meanwhile == [dead.params] and study_trials(tmp_path / "out", "AE")[0].state == TrialState.FAIL
+
+
+def test_a_copy_of_a_trial_its_process_finished_after_all_does_not_run(tmp_path, monkeypatch):
+    """Judged dead (say, no heartbeat from another host for half an hour), the trial was queued again, and then its
+    process finished it: the copy would run the same parameters twice, beyond the budget."""
+    from ae_lightning.suite import tune
+
+    suite, tuning = stand_in_study(tmp_path, monkeypatch, seed=3, budget_epochs=9)
+    study = tune.open_study(tmp_path / "out", "AE", tuning, 9)
+    slow = study.ask(tuning["spaces"]["AE"])
+    study.enqueue_trial(slow.params, user_attrs={"rerun_of": slow.number})
+    slow.set_user_attr("epochs_trained", 3)
+    study.tell(slow, 0.5)
+    tune.tune_variant(suite, "id", suite["variants"][0], tuning, tmp_path / "out", 0)
+    trials = study_trials(tmp_path / "out", "AE")
+    assert trials[1].state == TrialState.FAIL and not tune.counts(trials[1], 1800)  # the copy
+    counted = [t for t in trials if tune.counts(t, 1800)]
+    assert [t.params for t in counted].count(slow.params) == 1
+    assert 6 < sum(t.user_attrs["epochs_trained"] for t in counted) <= 9
+
+
 def test_a_process_whose_new_trial_was_closed_before_it_named_itself_goes_on(tmp_path, monkeypatch):
     """Another process judged the trial unclaimed (a stall of over a minute) and closed it: this one does not crash
     on naming itself; it asks again, and the study still ends within one trial of its budget."""
     from ae_lightning.suite import tune
 
-    path = tuning_suite(tmp_path, tmp_path / "data", budget_epochs=9, epochs=3, sampler="random")
-    suite = load_suite(path, parse_args([str(path)]))
-    tuning = load_tuning(suite, path)
-    stand_in_trials(monkeypatch, 2)
+    suite, tuning = stand_in_study(tmp_path, monkeypatch, seed=2, budget_epochs=9)
     other = tune.open_study(tmp_path / "out", "AE", tuning, 9)
     names = iter([None, "closed"])
 

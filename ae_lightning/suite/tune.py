@@ -188,9 +188,9 @@ def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, 
     """What a process does next on a study: ``"run"`` a trial where its full ``epochs`` fit after the counted trials
     (running ones reserve all their epochs), else ``"done"``: the live process running a trial comes back to the
     study when it ends and uses any epochs a pruned trial gave back (a dead one's trial is stale at once on this host;
-    from another host it counts until its heartbeat is ``stale_after_s`` old, and a re-run before then ends the study
-    a trial short). But where a running trial is unclaimed, ``"wait"``: its process may have died before naming
-    itself, and it is stale within ``UNCLAIMED_AFTER_S``."""
+    from another host it counts until its heartbeat is ``stale_after_s`` old: if every other process has left by
+    then, the study stays a trial short until a later run reclaims it). But where a running trial is unclaimed,
+    ``"wait"``: its process may have died before naming itself, and it is stale within ``UNCLAIMED_AFTER_S``."""
     counted = [t for t in trials if counts(t, stale_after_s)]
     if sum(epochs_used(t, epochs) for t in counted) + epochs <= budget:
         return "run"
@@ -199,8 +199,9 @@ def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, 
 
 def reclaim_stale(study: optuna.Study, stale_after_s: float) -> None:
     """Queue the parameters of trials whose processes died to run again, then close those trials. Queued first: a
-    process reading the study in between finds them waiting, not a free slot that a new trial would take. Two
-    processes reclaiming one trial at once queue it twice; only the first copy runs (``tune_variant``)."""
+    process reading the study in between finds them waiting, not a free slot that a new trial would take. Processes
+    reclaiming one trial at once may each queue it: only the first copy runs, and none where the trial's process
+    finished it after all (judged dead, it was not) — ``run_asked_trial``."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_stale(trial, stale_after_s):
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number}, skip_if_exists=False)
@@ -315,46 +316,61 @@ def tune_variant(
         polls_waited = 0
         trial = study.ask(space)
         try:
-            trial.set_user_attr("worker", worker_name())
+            run_asked_trial(study, trial, suite, suite_id, variant, tuning, out)
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # closed as unclaimed by another process before this one named itself; its parameters re-queued
-        trial.set_user_attr("heartbeat", time.time())
-        rerun_of = trial.user_attrs.get("rerun_of")
-        if rerun_of is not None:
-            copies = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("rerun_of") == rerun_of]
-            if min(copies) < trial.number:
-                study.tell(trial, state=TrialState.FAIL)  # a second copy of a reclaimed trial: the first one runs it
-                continue
-        # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
-        # trial that does not fit after those before it (another process took the last epochs) does not run.
-        before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
-        if sum(epochs_used(t, epochs) for t in before) + epochs > budget:
-            study.tell(trial, state=TrialState.FAIL)  # over the budget; not counted
-            continue
-        print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
-        try:
-            value = run_trial(trial, suite, suite_id, variant, tuning, out)
-        except optuna.TrialPruned as pruned:
-            print(f"{variant['name']} trial {trial.number} pruned at {pruned}", flush=True)
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        except ConfigError:
-            study.tell(trial, state=TrialState.FAIL)  # not counted: the suite is wrong, not the trial
-            raise
-        except Exception as err:
-            print(f"{variant['name']} trial {trial.number} FAILED: {type(err).__name__}: {err}", flush=True)
-            trial.set_user_attr("failed_in_training", f"{type(err).__name__}: {err}")
-            if "epochs_trained" not in trial.user_attrs:
-                trial.set_user_attr("epochs_trained", 1)  # failed in its first epoch: that epoch was spent
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        if not math.isfinite(value):
-            trial.set_user_attr("failed_in_training", f"objective {value}")
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        study.tell(trial, value)
-        metric = tuning["objectives"][variant["name"]]["metric"]
-        print(f"{variant['name']} trial {trial.number}: {metric} {value:.5g}", flush=True)
+            # another process closed it, judging it abandoned (unclaimed for a minute, or silent for
+            # stale_after_minutes), and queued its parameters again: this process goes on with the study
+            print(f"{variant['name']} trial {trial.number} was closed by another process; it runs again", flush=True)
+
+
+def run_asked_trial(
+    study: optuna.Study, trial: optuna.Trial, suite: dict, suite_id: str, variant: dict, tuning: dict, out: Path
+) -> None:
+    """Name this process on a trial it has just asked for, then run it if the budget has room (and it is not a
+    second copy of a reclaimed trial), and tell the study how it ended."""
+    stale_after_s = tuning["stale_after_minutes"] * 60
+    budget, epochs = tuning["budget_epochs"], tuning["epochs"]
+    trial.set_user_attr("worker", worker_name())
+    trial.set_user_attr("heartbeat", time.time())
+    rerun_of = trial.user_attrs.get("rerun_of")
+    if rerun_of is not None:
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        first_copy = min(n for n, t in trials.items() if t.user_attrs.get("rerun_of") == rerun_of)
+        if first_copy < trial.number or counts(trials[rerun_of], stale_after_s):
+            study.tell(trial, state=TrialState.FAIL)  # a second copy, or its trial's process finished it after all
+            return
+    # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
+    # trial that does not fit after those before it (another process took the last epochs) does not run.
+    before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
+    if sum(epochs_used(t, epochs) for t in before) + epochs > budget:
+        study.tell(trial, state=TrialState.FAIL)  # over the budget; not counted
+        return
+    print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
+    try:
+        value = run_trial(trial, suite, suite_id, variant, tuning, out)
+    except optuna.TrialPruned as pruned:
+        print(f"{variant['name']} trial {trial.number} pruned at {pruned}", flush=True)
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    except ConfigError:
+        study.tell(trial, state=TrialState.FAIL)  # not counted: the suite is wrong, not the trial
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise  # closed by another process while training (see tune_variant), not a failure of the trial
+    except Exception as err:
+        print(f"{variant['name']} trial {trial.number} FAILED: {type(err).__name__}: {err}", flush=True)
+        trial.set_user_attr("failed_in_training", f"{type(err).__name__}: {err}")
+        if "epochs_trained" not in trial.user_attrs:
+            trial.set_user_attr("epochs_trained", 1)  # failed in its first epoch: that epoch was spent
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    if not math.isfinite(value):
+        trial.set_user_attr("failed_in_training", f"objective {value}")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    study.tell(trial, value)
+    metric = tuning["objectives"][variant["name"]]["metric"]
+    print(f"{variant['name']} trial {trial.number}: {metric} {value:.5g}", flush=True)
 
 
 def budget_left(suite: dict[str, Any], tuning: dict, out: Path) -> bool:
