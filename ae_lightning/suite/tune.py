@@ -320,7 +320,21 @@ def tune_variant(
         except optuna.exceptions.UpdateFinishedTrialError:
             # another process closed it, judging it abandoned (unclaimed for a minute, or silent for
             # stale_after_minutes), and queued its parameters again: this process goes on with the study
-            print(f"{variant['name']} trial {trial.number} was closed by another process; it runs again", flush=True)
+            print(
+                f"{variant['name']} trial {trial.number} was closed by another process that judged it abandoned",
+                flush=True,
+            )
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
+    """``study.tell``; for a trial another process has closed meanwhile it raises what every other write to one
+    raises (``UpdateFinishedTrialError``, which ``tune_variant`` goes on from), not ``tell``'s ``ValueError``."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except ValueError as err:
+        if study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was closed: {err}") from err
+        raise
 
 
 def run_asked_trial(
@@ -337,23 +351,23 @@ def run_asked_trial(
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         first_copy = min(n for n, t in trials.items() if t.user_attrs.get("rerun_of") == rerun_of)
         if first_copy < trial.number or counts(trials[rerun_of], stale_after_s):
-            study.tell(trial, state=TrialState.FAIL)  # a second copy, or its trial's process finished it after all
+            tell(study, trial, state=TrialState.FAIL)  # a second copy, or its trial's process finished it after all
             return
     # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
     # trial that does not fit after those before it (another process took the last epochs) does not run.
     before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
     if sum(epochs_used(t, epochs) for t in before) + epochs > budget:
-        study.tell(trial, state=TrialState.FAIL)  # over the budget; not counted
+        tell(study, trial, state=TrialState.FAIL)  # over the budget; not counted
         return
     print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
     try:
         value = run_trial(trial, suite, suite_id, variant, tuning, out)
     except optuna.TrialPruned as pruned:
         print(f"{variant['name']} trial {trial.number} pruned at {pruned}", flush=True)
-        study.tell(trial, state=TrialState.PRUNED)
+        tell(study, trial, state=TrialState.PRUNED)
         return
     except ConfigError:
-        study.tell(trial, state=TrialState.FAIL)  # not counted: the suite is wrong, not the trial
+        tell(study, trial, state=TrialState.FAIL)  # not counted: the suite is wrong, not the trial
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
         raise  # closed by another process while training (see tune_variant), not a failure of the trial
@@ -362,13 +376,13 @@ def run_asked_trial(
         trial.set_user_attr("failed_in_training", f"{type(err).__name__}: {err}")
         if "epochs_trained" not in trial.user_attrs:
             trial.set_user_attr("epochs_trained", 1)  # failed in its first epoch: that epoch was spent
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         return
     if not math.isfinite(value):
         trial.set_user_attr("failed_in_training", f"objective {value}")
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         return
-    study.tell(trial, value)
+    tell(study, trial, value)
     metric = tuning["objectives"][variant["name"]]["metric"]
     print(f"{variant['name']} trial {trial.number}: {metric} {value:.5g}", flush=True)
 
