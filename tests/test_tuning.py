@@ -266,8 +266,7 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_silent():
     from ae_lightning.suite.tune import counts, is_stale
 
     def running(worker: str, heartbeat: float):
-        attrs = {"worker": worker, "heartbeat": heartbeat}
-        return optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+        return running_trial(0, worker=worker, heartbeat=heartbeat)
 
     here, now = socket.gethostname(), time.time()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -521,6 +520,28 @@ def test_a_trial_closed_by_another_process_while_it_ran_is_no_crash(tmp_path, mo
     trials = study_trials(tmp_path / "out", "AE")
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
     assert capsys.readouterr().out.count("was closed by another process that judged it abandoned") == 2
+
+
+def test_a_trial_asked_for_when_the_trials_before_it_took_the_budget_does_not_run(tmp_path, monkeypatch):
+    """Two processes asking at once both saw room for one trial: the later-numbered one is turned away unrun."""
+    import os
+    import socket
+
+    from ae_lightning.suite import tune
+
+    suite, tuning = stand_in_study(tmp_path, monkeypatch, seed=6, budget_epochs=9)
+    study = tune.open_study(tmp_path / "out", "AE", tuning, 9)
+    for _ in range(2):
+        done = study.ask(tuning["spaces"]["AE"])
+        done.set_user_attr("epochs_trained", 3)
+        study.tell(done, 0.5)
+    first = study.ask(tuning["spaces"]["AE"])  # the other process's: 6 + 3 = 9, the last room
+    first.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    second = study.ask(tuning["spaces"]["AE"])
+    ran = []
+    monkeypatch.setattr(tune, "run_trial", lambda trial, *args: ran.append(trial.number) or 0.5)
+    tune.run_asked_trial(study, second, suite, "id", suite["variants"][0], tuning, tmp_path / "out")
+    assert ran == [] and study_trials(tmp_path / "out", "AE")[second.number].state == TrialState.FAIL
 
 
 def test_a_worker_killed_by_a_signal_fails_the_command(monkeypatch):

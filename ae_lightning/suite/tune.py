@@ -184,6 +184,11 @@ def counts(trial: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     return trial.state == TrialState.RUNNING and not is_stale(trial, stale_after_s)
 
 
+def epochs_taken(trials: list[optuna.trial.FrozenTrial], epochs: int, stale_after_s: float) -> int:
+    """Epochs the counted ones of ``trials`` have taken from the budget (a running one: all its ``epochs``)."""
+    return sum(epochs_used(t, epochs) for t in trials if counts(t, stale_after_s))
+
+
 def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, stale_after_s: float) -> str:
     """What a process does next on a study: ``"run"`` a trial where its full ``epochs`` fit after the counted trials
     (running ones reserve all their epochs), else ``"done"``: the live process running a trial comes back to the
@@ -191,10 +196,9 @@ def next_move(trials: list[optuna.trial.FrozenTrial], epochs: int, budget: int, 
     from another host it counts until its heartbeat is ``stale_after_s`` old: if every other process has left by
     then, the study stays a trial short until a later run reclaims it). But where a running trial is unclaimed,
     ``"wait"``: its process may have died before naming itself, and it is stale within ``UNCLAIMED_AFTER_S``."""
-    counted = [t for t in trials if counts(t, stale_after_s)]
-    if sum(epochs_used(t, epochs) for t in counted) + epochs <= budget:
+    if epochs_taken(trials, epochs, stale_after_s) + epochs <= budget:
         return "run"
-    return "wait" if any(is_unclaimed(t) for t in counted) else "done"
+    return "wait" if any(is_unclaimed(t) and counts(t, stale_after_s) for t in trials) else "done"
 
 
 def reclaim_stale(study: optuna.Study, stale_after_s: float) -> None:
@@ -346,17 +350,16 @@ def run_asked_trial(
     budget, epochs = tuning["budget_epochs"], tuning["epochs"]
     trial.set_user_attr("worker", worker_name())
     trial.set_user_attr("heartbeat", time.time())
+    trials = study.get_trials(deepcopy=False)  # in number order: trials[n] is trial n
     rerun_of = trial.user_attrs.get("rerun_of")
     if rerun_of is not None:
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        first_copy = min(n for n, t in trials.items() if t.user_attrs.get("rerun_of") == rerun_of)
+        first_copy = min(t.number for t in trials if t.user_attrs.get("rerun_of") == rerun_of)
         if first_copy < trial.number or counts(trials[rerun_of], stale_after_s):
             tell(study, trial, state=TrialState.FAIL)  # a second copy, or its trial's process finished it after all
             return
     # Trial numbers are handed out atomically: trials in number order take their epochs from the budget, and a
     # trial that does not fit after those before it (another process took the last epochs) does not run.
-    before = [t for t in study.get_trials(deepcopy=False) if counts(t, stale_after_s) and t.number < trial.number]
-    if sum(epochs_used(t, epochs) for t in before) + epochs > budget:
+    if epochs_taken(trials[: trial.number], epochs, stale_after_s) + epochs > budget:
         tell(study, trial, state=TrialState.FAIL)  # over the budget; not counted
         return
     print(f"{variant['name']} trial {trial.number}: {trial.params}", flush=True)
